@@ -1,0 +1,17 @@
+"""ssl_st: the science of transferring single-cell SSL encoders to spatial transcriptomics.
+
+Submodules are grouped by role, scanpy style:
+
+- :mod:`ssl_st.datasets` — built-in demo data (a seeded simulator) and its on-disk cache;
+- :mod:`ssl_st.genes` — the gene space: mapping a dataset onto a model's vocabulary;
+- :mod:`ssl_st.pp` — preprocessing (per-cell scaling, log1p);
+- :mod:`ssl_st.nn` — pure ``torch.nn`` networks with the upstream layouts;
+- :mod:`ssl_st.models` — user-facing model classes, training loops and checkpoints;
+- :mod:`ssl_st.tl` — tools that write results into an AnnData (embeddings);
+- :mod:`ssl_st.tasks` — evaluation tasks (cell-type prediction) returning metric records;
+- :mod:`ssl_st.metrics` — classification metrics.
+
+Nothing here knows about the experiment grid (``grid``) or spatial clustering (``cluster``).
+"""
+
+__version__ = "0.1.0"

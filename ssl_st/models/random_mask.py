@@ -1,0 +1,77 @@
+"""Random Mask pretraining (Richter et al.'s best transfer objective).
+
+Each (cell, gene) entry is hidden independently with probability ``mask_rate``; kept entries are scaled
+by ``1 / (1 - mask_rate)``; the loss is the squared error on the hidden entries, summed and divided by
+all B x G entries (upstream's normalisation, kept so loss values are comparable with theirs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import scipy.sparse as sp
+import torch
+
+from ..genes import Vocabulary
+from .base import Architecture, SSLModel, resolve_device
+from .training import LoopConfig, fit
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    mask_rate: float = 0.5
+    validation_fraction: float = 0.1
+    gradient_clip: float = 1.0
+
+    def loop(self) -> LoopConfig:
+        return LoopConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            gradient_clip=self.gradient_clip,
+            validation_fraction=self.validation_fraction,
+        )
+
+
+def random_mask_loss(mask_rate: float):
+    keep = 1.0 - mask_rate
+
+    def objective(network: torch.nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        mask = torch.rand(x.shape, generator=gen, device=x.device) < keep
+        _, reconstruction = network(x * mask / keep)
+        hidden = ~mask
+        return ((reconstruction - x) ** 2 * hidden).sum() / x.numel()
+
+    return objective
+
+
+def pretrain_random_mask(
+    inputs: sp.csr_matrix,
+    vocabulary: Vocabulary,
+    architecture: Architecture,
+    config: PretrainConfig,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> SSLModel:
+    """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
+    torch.manual_seed(seed)
+    network = architecture.build(len(vocabulary))
+    history = fit(
+        network,
+        random_mask_loss(config.mask_rate),
+        inputs,
+        config.loop(),
+        seed=seed,
+        device=resolve_device(device),
+        on_epoch=on_epoch,
+    )
+    network.cpu()
+    return SSLModel(network, vocabulary, architecture, "random-mask", {**asdict(config), "seed": seed, **history})
