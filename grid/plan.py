@@ -1,0 +1,189 @@
+"""Expansion of an :class:`ExperimentConfig` into grid cells and the artifacts they need.
+
+A *cell* is one (task, dataset, model, mode, seed) evaluation; its id is a hash of its fully resolved
+content (every setting that can change its numbers, including the specs of the data and model it
+uses), so the same config always yields the same ids and any change yields new ones. An *artifact*
+is something cells share and that is built once: a generated dataset or a pretrained model. Its key
+is the hash of its own resolved content, which makes artifacts reusable across configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import MODEL_MODES, DatasetSpec, ExperimentConfig, ModelSpec, TaskSpec
+
+# Bump when the meaning of an existing task changes, so results computed under the old meaning are
+# not mistaken for current ones.
+GRID_VERSION = 1
+
+
+def content_hash(content: Any) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: Literal["data", "model"]
+    name: str
+    key: str
+    spec: dict[str, Any]  # the resolved content the key hashes
+    inputs: dict[str, str] = field(default_factory=dict)  # role -> artifact key, e.g. "reference"
+
+    @property
+    def depends(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.inputs.values()))
+
+    @property
+    def stage(self) -> str:
+        return "data" if self.kind == "data" else "pretrain"
+
+    def path(self, root: Path) -> Path:
+        if self.kind == "data":
+            return root / "artifacts" / "data" / f"{self.name}-{self.key}.h5ad"
+        return root / "artifacts" / "models" / f"{self.name}-{self.key}"
+
+    def is_built(self, root: Path) -> bool:
+        # Both builders write the marker file last, atomically.
+        path = self.path(root)
+        return path.is_file() if self.kind == "data" else (path / "model.ckpt").is_file()
+
+
+@dataclass(frozen=True)
+class Cell:
+    cell_id: str
+    task: str
+    dataset: str
+    model: str | None
+    mode: str
+    seed: int
+    content: dict[str, Any]
+    data: str  # artifact key of the evaluated dataset
+    reference: str | None  # artifact key of the reference dataset (vocabulary of model-free modes)
+    trained_model: str | None  # artifact key of the model
+
+    @property
+    def stage(self) -> str:
+        return self.content["task"]["kind"]
+
+    @property
+    def artifact_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.data, self.reference, self.trained_model) if k)
+
+    def label(self) -> str:
+        return f"{self.task}/{self.dataset}/{self.model or '-'}/{self.mode}/seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ExperimentConfig
+    cells: tuple[Cell, ...]
+    artifacts: dict[str, Artifact]
+
+    def needed_artifacts(self, cells: tuple[Cell, ...] | list[Cell]) -> list[Artifact]:
+        """Artifacts the given cells need, dependencies first."""
+        ordered: dict[str, Artifact] = {}
+
+        def visit(key: str) -> None:
+            artifact = self.artifacts[key]
+            for dep in artifact.depends:
+                visit(dep)
+            ordered.setdefault(key, artifact)
+
+        for cell in cells:
+            for key in cell.artifact_keys:
+                visit(key)
+        return list(ordered.values())
+
+
+def _dataset_content(spec: DatasetSpec) -> dict[str, Any]:
+    content = asdict(spec)
+    content.pop("label_key")  # where labels live does not change the data
+    return content
+
+
+def _data_artifact(spec: DatasetSpec) -> Artifact:
+    content = _dataset_content(spec)
+    return Artifact("data", spec.name, content_hash(content), content)
+
+
+def _model_artifact(model: ModelSpec, reference: DatasetSpec, vocabulary: DatasetSpec) -> Artifact:
+    content = {
+        "model": {k: v for k, v in asdict(model).items() if k != "reference"},
+        "reference": _dataset_content(reference),
+        "vocabulary": _dataset_content(vocabulary),
+    }
+    if model.method == "random-init":  # nothing is trained, so the training settings do not matter
+        content["model"].pop("pretrain")
+        content.pop("reference")
+    inputs = {"vocabulary": _data_artifact(vocabulary).key}
+    if model.method != "random-init":
+        inputs["reference"] = _data_artifact(reference).key
+    return Artifact("model", model.name, content_hash(content), content, inputs)
+
+
+def _task_content(task: TaskSpec) -> dict[str, Any]:
+    content = asdict(task)
+    for key in ("name", "datasets", "models", "modes"):
+        content.pop(key)
+    return content
+
+
+def expand(config: ExperimentConfig) -> Plan:
+    """All cells of the matrix, in a stable order (task, dataset, mode, model, seed)."""
+    artifacts: dict[str, Artifact] = {}
+
+    def register(artifact: Artifact) -> str:
+        artifacts.setdefault(artifact.key, artifact)
+        return artifact.key
+
+    vocabulary = config.dataset(config.reference)
+    vocabulary_key = register(_data_artifact(vocabulary))
+    default_datasets = [d.name for d in config.datasets if d.name != config.reference]
+    cells: list[Cell] = []
+    for task in config.tasks:
+        for dataset_name in task.datasets or default_datasets:
+            dataset = config.dataset(dataset_name)
+            data_key = register(_data_artifact(dataset))
+            for mode in task.modes:
+                model_names = (task.models or [m.name for m in config.models]) if mode in MODEL_MODES else [None]
+                for model_name in model_names:
+                    model_key = None
+                    model_content = None
+                    if model_name is not None:
+                        model = config.model(model_name)
+                        reference = config.dataset(model.reference or config.reference)
+                        register(_data_artifact(reference))
+                        artifact = _model_artifact(model, reference, vocabulary)
+                        model_key = register(artifact)
+                        model_content = {"name": model_name, "artifact": artifact.spec}
+                    for seed in config.seeds:
+                        content = {
+                            "grid_version": GRID_VERSION,
+                            "task": {"name": task.name, **_task_content(task)},
+                            "dataset": {**_dataset_content(dataset), "label_key": task.label_key or dataset.label_key},
+                            "vocabulary": _dataset_content(vocabulary),
+                            "model": model_content,
+                            "mode": mode,
+                            "seed": seed,
+                        }
+                        cells.append(
+                            Cell(
+                                cell_id=content_hash(content),
+                                task=task.name,
+                                dataset=dataset_name,
+                                model=model_name,
+                                mode=mode,
+                                seed=seed,
+                                content=content,
+                                data=data_key,
+                                reference=vocabulary_key if model_name is None else None,
+                                trained_model=model_key,
+                            )
+                        )
+    return Plan(config, tuple(cells), artifacts)

@@ -1,0 +1,69 @@
+"""Shared fixtures. One local Ray instance serves the whole test run (small, explicit resources);
+CLI tests reach it with ``--address`` so they never start a second one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small grid: enough cells to exercise scheduling, small enough to finish in seconds.
+TINY_CONFIG = """\
+name: tiny
+seeds: [1, 2]
+reference: atlas
+datasets:
+  - {{name: atlas, flavour: atlas, n_cells: 1200}}
+  - {{name: merscope, flavour: merscope, n_cells: 500}}
+  - {{name: xenium, flavour: xenium, n_cells: 500}}
+{extra_datasets}models:
+  - name: random-mask
+    method: random-mask
+    encoder: {{units: [64, 32, 16]}}
+    pretrain: {{epochs: {epochs}, batch_size: 128}}
+  - name: random-init
+    method: random-init
+    encoder: {{units: [64, 32, 16]}}
+tasks:
+  - name: cell-type
+    modes: [zero-shot, pca]
+    pca_components: 16
+"""
+
+
+def tiny_config(tmp_path: Path, *, epochs: int = 2, extra_datasets: str = "", name: str = "experiments.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY_CONFIG.format(epochs=epochs, extra_datasets=extra_datasets))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``ssl-st`` in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"ssl-st {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,126 @@
+"""The grid end to end on real Ray: run, rerun, failures as rows, kill -9 and resume, query."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anndata as ad
+import pyarrow.parquet as pq
+import pytest
+
+from grid.config import load_config
+from grid.plan import expand
+from grid.store import ResultStore
+
+from .conftest import REPO, run_cli, tiny_config
+
+pytestmark = pytest.mark.ray
+
+
+def test_run_records_every_cell_and_rerun_recomputes_nothing(tmp_path, ray_address):
+    config = tiny_config(tmp_path)
+    results = tmp_path / "results"
+    first = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    plan = expand(load_config(config))
+    assert len(plan.cells) == 2 * 3 * 2  # datasets x (2 models zero-shot + pca) x seeds
+    table = ResultStore(results).table().to_pandas()
+    assert set(table["cell_id"]) == {c.cell_id for c in plan.cells}
+    assert (table["status"] == "done").all()
+    scores = table[table["kind"] == "metric"]
+    assert set(scores["metric"]) == {"macro_f1", "weighted_f1", "accuracy"}
+    assert scores["value"].between(0, 1).all()
+    # zero-shot cells used the trained encoder: their config names the model artifact
+    zs = table[(table["mode"] == "zero-shot") & (table["model"] == "random-mask")]
+    assert json.loads(zs["config"].iloc[0])["model"]["artifact"]["model"]["method"] == "random-mask"
+    assert "mean ± sd over seeds" in first.stdout and "merscope" in first.stdout
+
+    files_before = {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()}
+    started = time.perf_counter()
+    second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    assert time.perf_counter() - started < 60
+    assert "nothing to run" in second.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()} == files_before
+    assert "mean ± sd over seeds" in second.stdout
+
+    shown = run_cli("plan", str(config), "--results", str(results), check=True)
+    assert "12 cells" in shown.stdout and "artifacts: 5/5 built" in shown.stdout
+
+
+def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
+    broken = tmp_path / "broken.h5ad"
+    adata = ad.AnnData(
+        X=__import__("numpy").ones((40, 5), dtype="float32"),
+    )
+    adata.obs["cell_type"] = ["a", "b"] * 20
+    adata.write_h5ad(broken)
+    extra = f"  - {{name: broken, source: h5ad, path: {broken}, label_key: no_such_column}}\n"
+    config = tiny_config(tmp_path, extra_datasets=extra)
+    results = tmp_path / "results"
+    run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    assert run.returncode == 1, run.stderr
+    table = ResultStore(results).table().to_pandas()
+    failed = table[table["status"] == "failed"]
+    assert set(failed["dataset"]) == {"broken"}
+    assert len(failed) == 3 * 2  # every broken cell is one row: (2 models + pca) x 2 seeds
+    assert failed["error"].str.contains("no_such_column").all()
+    assert failed["metric"].isna().all()
+    assert (table[table["dataset"] != "broken"]["status"] == "done").all()
+
+    status = run_cli("status", str(config), "--results", str(results))
+    assert status.returncode == 1
+    assert "failed: 6" in status.stdout and "no_such_column" in status.stdout
+
+    again = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    assert "nothing to run" in again.stderr and "--retry-failed" in again.stderr
+    retried = run_cli("run", str(config), "--results", str(results), "--address", ray_address, "--retry-failed")
+    assert "running 6 of" in retried.stderr
+
+
+def test_kill_9_then_resume_finishes_only_missing_cells(tmp_path, ray_address):
+    config = tiny_config(tmp_path, epochs=3)
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grid.cli", "run", str(config), "--results", str(results), "--address", ray_address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.monotonic() + 240
+    while not store.files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    recorded = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    total = len(expand(load_config(config)).cells)
+    assert 0 < len(recorded) < total, "the kill should land mid-run"
+    for path in store.files():  # whatever was written is whole
+        assert pq.read_table(path).num_rows > 0
+
+    resumed = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    assert f"running {total - len(recorded)} of {total}" in resumed.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    assert len(after) == total
+    assert all(after[name] == mtime for name, mtime in recorded.items()), "finished cells were recomputed"
+    assert set(store.statuses().values()) == {"done"}
+
+
+def test_query_cli(tmp_path, ray_address):
+    config = tiny_config(tmp_path)
+    results = tmp_path / "results"
+    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    sql = "SELECT dataset, mode, count(*) AS n FROM results WHERE metric = 'macro_f1' GROUP BY ALL ORDER BY ALL"
+    csv = run_cli("query", sql, "--results", str(results), "--format", "csv", check=True)
+    assert csv.stdout.splitlines()[0] == "dataset,mode,n"
+    assert "merscope,pca,2" in csv.stdout
+    rows = json.loads(run_cli("query", sql, "--results", str(results), "--format", "json", check=True).stdout)
+    assert {r["mode"] for r in rows} == {"pca", "zero-shot"}
+    bad = run_cli("query", "SELECT nope FROM results", "--results", str(results))
+    assert bad.returncode == 2 and "nope" in bad.stderr
