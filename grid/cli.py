@@ -25,8 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide, stable layout instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment matrix (YAML).")]
 ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help="Results directory (Parquet store and artifacts).")]
@@ -88,7 +89,7 @@ def run(
     results: ResultsOpt = DEFAULT_RESULTS,
     address: Annotated[str | None, typer.Option(help="Existing Ray cluster (e.g. ray://head:10001 or host:6379); default: embedded local Ray.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun cells recorded as failed.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Rerun every cell, replacing its results.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rerun every cell and rebuild the datasets and models it uses.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
 ) -> None:
     """Run every cell not yet done (resume is the default), then print the results table."""
@@ -110,7 +111,7 @@ def run(
         err.print(f"{cfg.name}: running {len(todo)} of {len(grid_plan.cells)} cells -> {results}")
         try:
             with make_progress(err) as progress:
-                summary = ray_exec.execute(grid_plan, todo, results, store, progress)
+                summary = ray_exec.execute(grid_plan, todo, results, store, progress, rebuild=force)
         except KeyboardInterrupt:
             raise _fail("interrupted; finished cells are saved, run the same command again to resume", 130) from None
         err.print(f"finished in {summary.wall_s:.1f} s: {summary.done} done, {summary.failed} failed")
@@ -128,21 +129,22 @@ def _print_summary(grid_plan: Plan, store: ResultStore) -> None:
     from .report import format_cell, summarize
 
     frame = store.table().to_pandas()
-    frame = frame[frame["cell_id"].isin({c.cell_id for c in grid_plan.cells})]
+    order = {c.cell_id: i for i, c in enumerate(grid_plan.cells)}  # rows follow the config's order
+    frame = frame[frame["cell_id"].isin(order.keys())].sort_values("cell_id", key=lambda ids: ids.map(order))
     summary = summarize(frame)
     if summary.empty:
         out.print("no finished cells yet")
         return
     metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
-    table = Table(title="mean ± sd over seeds (test split)", title_justify="left")
-    for column in ("task", "dataset", "model", "mode", "n", *metrics, "coverage"):
-        table.add_column(column, justify="right" if column not in ("task", "dataset", "model", "mode") else "left")
-    for row in summary.itertuples(index=False):
-        r = row._asdict()
-        scores = [format_cell(r[f"{m}_mean"], r[f"{m}_sd"]) for m in metrics]
-        coverage = f"{r['coverage']:.1%}" if "coverage" in r and r["coverage"] == r["coverage"] else "-"
-        table.add_row(r["task"], r["dataset"], r["model"], r["mode"], str(r["n_seeds"]), *scores, coverage)
-    out.print(table)
+    for task, rows in summary.groupby("task", sort=False):
+        table = Table(title=f"{task}: mean ± sd over seeds (test split)", title_justify="left")
+        for column in ("dataset", "model", "mode", "seeds", *metrics, "gene coverage"):
+            table.add_column(column, justify="left" if column in ("dataset", "model", "mode") else "right")
+        for r in rows.to_dict("records"):
+            scores = [format_cell(r[f"{m}_mean"], r[f"{m}_sd"]) for m in metrics]
+            coverage = f"{r['coverage']:.1%}" if r.get("coverage") == r.get("coverage") and "coverage" in r else "-"
+            table.add_row(r["dataset"], r["model"], r["mode"], str(r["n_seeds"]), *scores, coverage)
+        out.print(table)
 
 
 @app.command()

@@ -8,7 +8,7 @@ a dataset that does not exist, ...) are checked in ``__post_init__`` and reporte
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -185,5 +185,22 @@ class ExperimentConfig:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiments file; raises :class:`grid.schema.ConfigError`."""
-    return schema.load(ExperimentConfig, path)
+    """Read and validate an experiments file; raises :class:`grid.schema.ConfigError`.
+
+    Relative dataset paths are taken relative to the file, so a study folder can move as a whole;
+    files that do not exist are reported here, before any work is scheduled.
+    """
+    config = schema.load(ExperimentConfig, path)
+    base = Path(path).resolve().parent
+    datasets = tuple(
+        replace(d, path=str((base / d.path).resolve())) if d.path and not Path(d.path).is_absolute() else d
+        for d in config.datasets
+    )
+    missing = [
+        schema.Problem(str(path), 0, 0, f"datasets[{i}].path", f"{d.path} does not exist; fix the path or remove dataset '{d.name}'")
+        for i, d in enumerate(datasets)
+        if d.path and not Path(d.path).exists()
+    ]
+    if missing:
+        raise schema.ConfigError(str(path), missing)
+    return replace(config, datasets=datasets)

@@ -46,6 +46,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if ray.is_initialized():
         return
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    # Ray >= 2.59 announces its (good) token-auth default on every local start; keep the CLI readable.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -81,11 +83,12 @@ def _limit_threads() -> None:
 
 
 @ray.remote
-def _build_artifact(artifact: Artifact, root: str, roles: Sequence[str], *inputs: str) -> str:
+def _build_artifact(artifact: Artifact, root: str, rebuild: bool, roles: Sequence[str], *inputs: str) -> str:
     from .stages import build_artifact
 
     _limit_threads()
-    return str(build_artifact(artifact, Path(root), {r: Path(p) for r, p in zip(roles, inputs)}))
+    paths = {r: Path(p) for r, p in zip(roles, inputs)}
+    return str(build_artifact(artifact, Path(root), paths, device=_worker_device(), rebuild=rebuild))
 
 
 @ray.remote
@@ -108,20 +111,29 @@ def _describe(err: BaseException) -> str:
     return head[:MAX_ERROR_CHARS]
 
 
-def execute(plan: Plan, cells: Sequence[Cell], root: Path, store: ResultStore, progress: Progress) -> RunSummary:
-    """Build what ``cells`` need, run them, and record each one in ``store`` as it finishes."""
+def execute(
+    plan: Plan,
+    cells: Sequence[Cell],
+    root: Path,
+    store: ResultStore,
+    progress: Progress,
+    *,
+    rebuild: bool = False,
+) -> RunSummary:
+    """Build what ``cells`` need (all of it if ``rebuild``), run them, and record each one in
+    ``store`` as it finishes."""
     started = time.perf_counter()
     config = plan.config
     artifact_refs: dict[str, object] = {}
     artifacts = plan.needed_artifacts(cells)
-    to_build = [a for a in artifacts if not a.is_built(root)]
+    to_build = {a.key for a in artifacts if rebuild or not a.is_built(root)}
     progress.start(len(cells), len(to_build))
     for artifact in artifacts:
-        if not artifact.is_built(root):
+        if artifact.key in to_build:
             roles = list(artifact.inputs)
             inputs = [artifact_refs[artifact.inputs[r]] for r in roles]
             ref = _build_artifact.options(**_options(config.resources_for(artifact.stage)), name=f"build:{artifact.name}")
-            artifact_refs[artifact.key] = ref.remote(artifact, str(root), roles, *inputs)
+            artifact_refs[artifact.key] = ref.remote(artifact, str(root), rebuild, roles, *inputs)
         else:
             artifact_refs[artifact.key] = str(artifact.path(root))
 

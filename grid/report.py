@@ -17,15 +17,15 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = CLASSIFICATION_MET
     if scores.empty:
         return pd.DataFrame(columns=[*GROUP, "n_seeds"])
     scores["model"] = scores["model"].fillna("-")
-    wide = scores.pivot_table(index=[*GROUP, "seed"], columns="metric", values="value").reset_index()
-    grouped = wide.groupby(GROUP, sort=True)
+    wide = scores.pivot_table(index=[*GROUP, "seed"], columns="metric", values="value", sort=False).reset_index()
+    grouped = wide.groupby(GROUP, sort=False)
     out = grouped.size().rename("n_seeds").to_frame()
     for metric in (m for m in metrics if m in wide.columns):
         out[f"{metric}_mean"] = grouped[metric].mean()
         out[f"{metric}_sd"] = grouped[metric].std(ddof=1).fillna(0.0)
     coverage = frame[frame["metric"] == "vocabulary_coverage"].assign(model=lambda f: f["model"].fillna("-"))
     if not coverage.empty:
-        out["coverage"] = coverage.groupby(GROUP)["value"].mean()
+        out["coverage"] = coverage.groupby(GROUP, sort=False)["value"].mean()
     return out.reset_index()
 
 

@@ -23,9 +23,9 @@ from .plan import Artifact, Cell
 Record = tuple[str, float]
 
 
-def build_data(artifact: Artifact, root: Path) -> Path:
+def build_data(artifact: Artifact, root: Path, *, rebuild: bool = False) -> Path:
     path = artifact.path(root)
-    if artifact.is_built(root):
+    if artifact.is_built(root) and not rebuild:
         return path
     spec = artifact.spec
     if spec["source"] == "demo":
@@ -40,9 +40,11 @@ def build_data(artifact: Artifact, root: Path) -> Path:
     return datasets.write_h5ad_atomic(adata, path)
 
 
-def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto") -> Path:
+def build_model(
+    artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto", rebuild: bool = False
+) -> Path:
     out = artifact.path(root)
-    if artifact.is_built(root):
+    if artifact.is_built(root) and not rebuild:
         return out
     spec = artifact.spec["model"]
     vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
@@ -66,10 +68,13 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
     return out
 
 
-def build_artifact(artifact: Artifact, root: Path, inputs: dict[str, Path]) -> Path:
+def build_artifact(
+    artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto", rebuild: bool = False
+) -> Path:
+    """Build ``artifact`` unless it exists (``rebuild`` replaces it, e.g. after a code change)."""
     if artifact.kind == "data":
-        return build_data(artifact, root)
-    return build_model(artifact, root, inputs)
+        return build_data(artifact, root, rebuild=rebuild)
+    return build_model(artifact, root, inputs, device=device, rebuild=rebuild)
 
 
 def _celltype_config(cell: Cell) -> CellTypeConfig:

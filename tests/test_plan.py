@@ -84,3 +84,16 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path):
     assert "did you mean 'seeds'" in result.stderr
     missing = run_cli("plan", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_dataset_paths_are_relative_to_the_config_and_must_exist(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.h5ad").write_bytes(b"")
+    extra = "  - {name: mine, source: h5ad, path: data/mine.h5ad}\n"
+    config = load_config(tiny_config(tmp_path, extra_datasets=extra))
+    assert config.dataset("mine").path == str(tmp_path / "data" / "mine.h5ad")
+
+    missing = "  - {name: gone, source: h5ad, path: data/gone.h5ad}\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(tiny_config(tmp_path, extra_datasets=missing, name="b.yaml"))
+    assert "datasets[3].path" in str(info.value) and "gone.h5ad does not exist" in str(info.value)
