@@ -35,7 +35,7 @@ DEFAULT_CONFIG = Path("experiments.yaml")
 DEFAULT_RESULTS = Path("results")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
@@ -44,7 +44,7 @@ def _load(config: Path) -> tuple[ExperimentConfig, Plan]:
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return cfg, expand(cfg)
 
 
@@ -107,13 +107,13 @@ def run(
         try:
             ray_exec.connect(address, num_cpus=num_cpus)
         except ConnectionError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         err.print(f"{cfg.name}: running {len(todo)} of {len(grid_plan.cells)} cells -> {results}")
         try:
             with make_progress(err) as progress:
                 summary = ray_exec.execute(grid_plan, todo, results, store, progress, rebuild=force)
         except KeyboardInterrupt:
-            raise _fail("interrupted; finished cells are saved, run the same command again to resume", 130) from None
+            raise fail("interrupted; finished cells are saved, run the same command again to resume", 130) from None
         err.print(f"finished in {summary.wall_s:.1f} s: {summary.done} done, {summary.failed} failed")
     else:
         err.print(f"{cfg.name}: all {len(grid_plan.cells)} cells are recorded; nothing to run (use --force to rerun)")
@@ -194,11 +194,11 @@ def query_cmd(
     from .query import query
 
     if fmt not in ("table", "csv", "json"):
-        raise _fail(f"--format must be table, csv or json; got '{fmt}'")
+        raise fail(f"--format must be table, csv or json; got '{fmt}'")
     try:
         frame = query(results, sql)
     except duckdb.Error as exc:
-        raise _fail(f"query failed: {exc}") from None
+        raise fail(f"query failed: {exc}") from None
     if fmt == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif fmt == "json":
@@ -212,5 +212,5 @@ def query_cmd(
         out.print(table)
 
 
-if __name__ == "__main__":
-    app()
+# The model commands (embed, pretrain, models pull) register themselves on `app`.
+from . import cli_models  # noqa: E402,F401

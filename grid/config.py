@@ -8,19 +8,22 @@ a dataset that does not exist, ...) are checked in ``__post_init__`` and reporte
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from . import schema
 
 DemoFlavour = Literal["atlas", "merscope", "xenium", "slideseq", "slideseq-mouse"]
-Method = Literal["random-mask", "random-init"]
-Mode = Literal["zero-shot", "pca"]
-Stage = Literal["data", "pretrain", "cell-type"]
+Method = Literal["random-mask", "gp-mask", "barlow-twins", "random-init", "checkpoint"]
+Mode = Literal["zero-shot", "fine-tune", "supervised", "pca"]
+Stage = Literal["data", "pretrain", "cell-type", "fine-tune"]
 
 # Modes that evaluate a model; the others are model-free baselines.
-MODEL_MODES: frozenset[str] = frozenset({"zero-shot"})
+MODEL_MODES: frozenset[str] = frozenset({"zero-shot", "fine-tune"})
+# Modes that train a classifier (their own resources stage: they are the heavy cells).
+TRAINING_MODES: frozenset[str] = frozenset({"fine-tune", "supervised"})
+PRETRAINED = ("random-mask", "gp-mask", "barlow-twins")
 
 
 def _suggest(name: str, options: list[str]) -> str:
@@ -67,30 +70,77 @@ class EncoderSpec:
 
 @dataclass(frozen=True)
 class PretrainSpec:
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    mask_rate: float = 0.5
-    validation_fraction: float = 0.1
+    """Pretraining settings; unset ones take the method's defaults (ssl_st.models.CONFIGS)."""
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("pretrain epochs and batch_size must be positive")
-        if not 0.0 < self.mask_rate < 1.0:
-            raise ValueError("pretrain mask_rate must be in (0, 1)")
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    validation_fraction: float | None = None
+    mask_rate: float | None = None  # random-mask
+    program_rate: float | None = None  # gp-mask
+    lambd: float | None = None  # barlow-twins, and the rest below
+    negbin_intensity: float | None = None
+    dropout_intensity: float | None = None
+    learning_rate_weights: float | None = None
+    learning_rate_biases: float | None = None
+    warmup_epochs: int | None = None
+
+    def settings(self) -> dict[str, float | int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An encoder: pretrained on a reference dataset, or left at random weights (a baseline)."""
+    """An encoder: pretrained on a reference dataset, loaded from a checkpoint, or left at random
+    weights (a baseline)."""
 
     name: str
     method: Method
     reference: str | None = None  # dataset to pretrain on; defaults to the config's reference
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    programs: str | None = None  # gp-mask: a GMT file, or "demo" for the simulator's programs
+    checkpoint: str | None = None  # checkpoint: a published or ssl-st checkpoint file
+    genes: str | None = None  # checkpoint: its var.parquet (default: beside the checkpoint)
+    trusted: bool = False  # checkpoint: allow unpickling objects (only for files you trust)
     seed: int = 0  # weight-initialisation and training seed (fixed per model, not per grid seed)
+
+    def __post_init__(self) -> None:
+        from ssl_st.models import CONFIGS
+
+        if self.method == "checkpoint" and not self.checkpoint:
+            raise ValueError(f"model '{self.name}': method checkpoint needs 'checkpoint: path/to/file.ckpt'")
+        if self.method == "gp-mask" and not self.programs:
+            raise ValueError(f"model '{self.name}': gp-mask needs 'programs' (a GMT file, or demo)")
+        settings = self.pretrain.settings()
+        if settings and self.method not in PRETRAINED:
+            raise ValueError(f"model '{self.name}': {self.method} is not trained here; remove its 'pretrain' section")
+        if self.method in PRETRAINED:
+            valid = {f.name for f in fields(CONFIGS[self.method])}
+            wrong = sorted(set(settings) - valid)
+            if wrong:
+                raise ValueError(
+                    f"model '{self.name}': pretrain.{wrong[0]} does not apply to {self.method} "
+                    f"(its settings: {', '.join(sorted(valid))})"
+                )
+            try:
+                CONFIGS[self.method](**settings)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"model '{self.name}': {err}") from None
+
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """Classifier training for fine-tune and supervised cells (the study's settings by default)."""
+
+    learning_rate: float = 9e-4
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    max_epochs: int = 500
+    patience: int = 20
+    min_delta: float = 1e-4
+    scope: Literal["last-5", "all"] = "last-5"  # fine-tune: last 5 encoder tensors (study) or all
 
 
 @dataclass(frozen=True)
@@ -99,7 +149,7 @@ class TaskSpec:
 
     name: str
     kind: Literal["cell-type"] = "cell-type"
-    modes: tuple[Mode, ...] = ("zero-shot", "pca")
+    modes: tuple[Mode, ...] = ("zero-shot", "fine-tune", "supervised", "pca")
     datasets: tuple[str, ...] | None = None
     models: tuple[str, ...] | None = None
     label_key: str | None = None  # overrides the dataset's label_key
@@ -107,6 +157,8 @@ class TaskSpec:
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
     normalize: Literal["cp10k", "median"] = "cp10k"
     pca_components: int = 64
+    fine_tune: FineTuneSpec = field(default_factory=FineTuneSpec)
+    supervised_encoder: EncoderSpec = field(default_factory=EncoderSpec)  # architecture of `supervised`
 
     def __post_init__(self) -> None:
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
@@ -130,6 +182,7 @@ DEFAULT_RESOURCES: dict[str, Resources] = {
     "data": Resources(cpus=1),
     "pretrain": Resources(cpus=1),
     "cell-type": Resources(cpus=1),
+    "fine-tune": Resources(cpus=1),
 }
 
 
@@ -192,15 +245,24 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """
     config = schema.load(ExperimentConfig, path)
     base = Path(path).resolve().parent
-    datasets = tuple(
-        replace(d, path=str((base / d.path).resolve())) if d.path and not Path(d.path).is_absolute() else d
-        for d in config.datasets
+    def absolute(value: str | None) -> str | None:
+        if value is None or value == "demo" or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    datasets = tuple(replace(d, path=absolute(d.path)) for d in config.datasets)
+    models = tuple(
+        replace(m, programs=absolute(m.programs), checkpoint=absolute(m.checkpoint), genes=absolute(m.genes))
+        for m in config.models
     )
+    files = [(f"datasets[{i}].path", d.path, f"dataset '{d.name}'") for i, d in enumerate(datasets)]
+    for i, m in enumerate(models):
+        files += [(f"models[{i}].{key}", getattr(m, key), f"model '{m.name}'") for key in ("programs", "checkpoint", "genes")]
     missing = [
-        schema.Problem(str(path), 0, 0, f"datasets[{i}].path", f"{d.path} does not exist; fix the path or remove dataset '{d.name}'")
-        for i, d in enumerate(datasets)
-        if d.path and not Path(d.path).exists()
+        schema.Problem(str(path), 0, 0, where, f"{value} does not exist; fix the path or remove {owner}")
+        for where, value, owner in files
+        if value and value != "demo" and not Path(value).exists()
     ]
     if missing:
         raise schema.ConfigError(str(path), missing)
-    return replace(config, datasets=datasets)
+    return replace(config, datasets=datasets, models=models)

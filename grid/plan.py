@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import MODEL_MODES, DatasetSpec, ExperimentConfig, ModelSpec, TaskSpec
+from .config import MODEL_MODES, TRAINING_MODES, DatasetSpec, ExperimentConfig, ModelSpec, TaskSpec
 
 # Bump when the meaning of an existing task changes, so results computed under the old meaning are
 # not mistaken for current ones.
@@ -69,7 +69,7 @@ class Cell:
 
     @property
     def stage(self) -> str:
-        return self.content["task"]["kind"]
+        return "fine-tune" if self.mode in TRAINING_MODES else self.content["task"]["kind"]
 
     @property
     def artifact_keys(self) -> tuple[str, ...]:
@@ -112,25 +112,53 @@ def _data_artifact(spec: DatasetSpec) -> Artifact:
     return Artifact("data", spec.name, content_hash(content), content)
 
 
+def file_identity(path: str | None) -> dict[str, Any] | None:
+    """A cheap stand-in for a file's content in ids: path, size and modification time (hashing a
+    250 MB checkpoint on every ``ssl-st status`` would be slow). Replacing a file renews the ids."""
+    if path is None or path == "demo":
+        return None
+    stat = Path(path).stat()
+    return {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def _model_artifact(model: ModelSpec, reference: DatasetSpec, vocabulary: DatasetSpec) -> Artifact:
-    content = {
-        "model": {k: v for k, v in asdict(model).items() if k != "reference"},
-        "reference": _dataset_content(reference),
-        "vocabulary": _dataset_content(vocabulary),
-    }
-    if model.method == "random-init":  # nothing is trained, so the training settings do not matter
-        content["model"].pop("pretrain")
-        content.pop("reference")
-    inputs = {"vocabulary": _data_artifact(vocabulary).key}
-    if model.method != "random-init":
+    spec = {k: v for k, v in asdict(model).items() if k != "reference"}
+    spec["pretrain"] = model.pretrain.settings()
+    content: dict[str, Any] = {"model": spec}
+    inputs: dict[str, str] = {}
+    if model.method == "checkpoint":  # weights and vocabulary come from the files
+        for key in ("encoder", "pretrain", "programs"):
+            spec.pop(key)
+        content["files"] = {"checkpoint": file_identity(model.checkpoint), "genes": file_identity(model.genes)}
+    else:
+        for key in ("checkpoint", "genes", "trusted"):
+            spec.pop(key)
+        content["vocabulary"] = _dataset_content(vocabulary)
+        inputs["vocabulary"] = _data_artifact(vocabulary).key
+    if model.method in ("random-mask", "gp-mask", "barlow-twins"):
+        content["reference"] = _dataset_content(reference)
         inputs["reference"] = _data_artifact(reference).key
+    else:
+        spec.pop("pretrain", None)
+    if model.method == "gp-mask":
+        content["programs"] = file_identity(model.programs) or model.programs
+    else:
+        spec.pop("programs", None)
     return Artifact("model", model.name, content_hash(content), content, inputs)
 
 
-def _task_content(task: TaskSpec) -> dict[str, Any]:
+def _task_content(task: TaskSpec, mode: str) -> dict[str, Any]:
+    """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
+    fine-tuning schedule does not renew zero-shot cells)."""
     content = asdict(task)
     for key in ("name", "datasets", "models", "modes"):
         content.pop(key)
+    if mode not in TRAINING_MODES:
+        content.pop("fine_tune")
+    if mode != "supervised":
+        content.pop("supervised_encoder")
+    if mode != "pca":
+        content.pop("pca_components")
     return content
 
 
@@ -151,7 +179,11 @@ def expand(config: ExperimentConfig) -> Plan:
             dataset = config.dataset(dataset_name)
             data_key = register(_data_artifact(dataset))
             for mode in task.modes:
-                model_names = (task.models or [m.name for m in config.models]) if mode in MODEL_MODES else [None]
+                model_names: list[str | None] = [None]
+                if mode in MODEL_MODES:
+                    model_names = list(task.models or [m.name for m in config.models])
+                if mode == "fine-tune":  # fine-tuning random weights is the supervised baseline
+                    model_names = [n for n in model_names if config.model(n).method != "random-init"]
                 for model_name in model_names:
                     model_key = None
                     model_content = None
@@ -165,7 +197,7 @@ def expand(config: ExperimentConfig) -> Plan:
                     for seed in config.seeds:
                         content = {
                             "grid_version": GRID_VERSION,
-                            "task": {"name": task.name, **_task_content(task)},
+                            "task": {"name": task.name, **_task_content(task, mode)},
                             "dataset": {**_dataset_content(dataset), "label_key": task.label_key or dataset.label_key},
                             "vocabulary": _dataset_content(vocabulary),
                             "model": model_content,

@@ -14,9 +14,11 @@ import anndata as ad
 
 from ssl_st import datasets
 from ssl_st.genes import Vocabulary
-from ssl_st.models import Architecture, PretrainConfig, SSLModel, pretrain_random_mask
+from ssl_st.datasets.simulate import gene_programs
+from ssl_st.models import Architecture, SSLModel, pretrain
 from ssl_st.pp import model_input
-from ssl_st.tasks import CellTypeConfig, pca_baseline, zero_shot
+from ssl_st.programs import read_gmt
+from ssl_st.tasks import CellTypeConfig, FineTuneConfig, fine_tune, pca_baseline, supervised, zero_shot
 
 from .plan import Artifact, Cell
 
@@ -40,30 +42,50 @@ def build_data(artifact: Artifact, root: Path, *, rebuild: bool = False) -> Path
     return datasets.write_h5ad_atomic(adata, path)
 
 
+def _architecture(encoder: dict[str, Any]) -> Architecture:
+    return Architecture(
+        units=tuple(encoder["units"]),
+        dropout=encoder["dropout"],
+        activation=encoder["activation"],
+        output_activation=encoder["output_activation"],
+    )
+
+
+def _programs(source: str) -> dict[str, list[str]]:
+    if source == "demo":
+        return gene_programs()
+    return read_gmt(source)
+
+
 def build_model(
     artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto", rebuild: bool = False
 ) -> Path:
+    """Pretrain, initialise or import (checkpoint method) a model into ``<artifact>/model.ckpt``."""
     out = artifact.path(root)
     if artifact.is_built(root) and not rebuild:
         return out
     spec = artifact.spec["model"]
-    vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
-    architecture = Architecture(
-        units=tuple(spec["encoder"]["units"]),
-        dropout=spec["encoder"]["dropout"],
-        activation=spec["encoder"]["activation"],
-        output_activation=spec["encoder"]["output_activation"],
-    )
-    if spec["method"] == "random-init":
-        model = SSLModel.random_init(vocabulary, architecture, seed=spec["seed"])
-    elif spec["method"] == "random-mask":
-        reference = ad.read_h5ad(inputs["reference"])
-        matrix, _ = model_input(reference, vocabulary)
-        model = pretrain_random_mask(
-            matrix, vocabulary, architecture, PretrainConfig(**spec["pretrain"]), seed=spec["seed"], device=device
-        )
-    else:  # the schema admits only the methods above; this guards against a stale plan
-        raise ValueError(f"model '{artifact.name}': unknown method '{spec['method']}'")
+    method = spec["method"]
+    if method == "checkpoint":
+        model = SSLModel.load(spec["checkpoint"], genes=spec.get("genes"), trusted=spec["trusted"])
+    else:
+        vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
+        architecture = _architecture(spec["encoder"])
+        if method == "random-init":
+            model = SSLModel.random_init(vocabulary, architecture, seed=spec["seed"])
+        else:
+            matrix, _ = model_input(ad.read_h5ad(inputs["reference"]), vocabulary)
+            model = pretrain(
+                method,
+                matrix,
+                vocabulary,
+                architecture,
+                spec["pretrain"],
+                programs=_programs(spec["programs"]) if method == "gp-mask" else None,
+                seed=spec["seed"],
+                device=device,
+                log_dir=out / "tensorboard",
+            )
     model.save(out)
     return out
 
@@ -84,7 +106,7 @@ def _celltype_config(cell: Cell) -> CellTypeConfig:
         k=task["k"],
         split=tuple(task["split"]),
         target_sum=1e4 if task["normalize"] == "cp10k" else "median",
-        pca_components=task["pca_components"],
+        pca_components=task.get("pca_components", 64),
     )
 
 
@@ -92,11 +114,21 @@ def run_cell(cell: Cell, paths: dict[str, Path], *, device: str = "auto") -> lis
     """Evaluate one cell; returns ``(metric, value, kind)`` with kind ``metric`` or ``info``."""
     adata = ad.read_h5ad(paths[cell.data])
     config = _celltype_config(cell)
-    if cell.mode == "zero-shot":
-        result = zero_shot(adata, SSLModel.load(paths[cell.trained_model]), config, cell.seed, device=device)
-    elif cell.mode == "pca":
+    task = cell.content["task"]
+    if cell.mode in ("zero-shot", "fine-tune"):
+        model = SSLModel.load(paths[cell.trained_model])
+        if cell.mode == "zero-shot":
+            result = zero_shot(adata, model, config, cell.seed, device=device)
+        else:
+            result = fine_tune(adata, model, config, FineTuneConfig(**task["fine_tune"]), cell.seed, device=device)
+    elif cell.mode in ("pca", "supervised"):
         vocabulary = Vocabulary.from_var(ad.read_h5ad(paths[cell.reference], backed="r").var)
-        result = pca_baseline(adata, vocabulary, config, cell.seed)
+        if cell.mode == "pca":
+            result = pca_baseline(adata, vocabulary, config, cell.seed)
+        else:
+            architecture = _architecture(task["supervised_encoder"])
+            ft = FineTuneConfig(**task["fine_tune"])
+            result = supervised(adata, vocabulary, architecture, config, ft, cell.seed, device=device)
     else:
         raise ValueError(f"unknown mode '{cell.mode}'")
     rows: list[Any] = [(k, v, "metric") for k, v in result.metrics.items()]

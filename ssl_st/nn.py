@@ -7,6 +7,7 @@ data handling; the training loops live in :mod:`ssl_st.models`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
 
@@ -17,6 +18,7 @@ Activation = Literal["selu", "relu"]
 OutputActivation = Literal["identity", "sigmoid", "softplus"]
 
 UPSTREAM_ENCODER_UNITS = (512, 512, 256, 256, 64)
+UPSTREAM_PROJECTOR_UNITS = (256, 256, 512, 512)
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"selu": nn.SELU, "relu": nn.ReLU}
 _OUTPUTS: dict[str, type[nn.Module]] = {
@@ -73,3 +75,76 @@ class MaskedAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.encoder(x)
         return latent, self.decoder(latent)
+
+
+class BarlowTwins(nn.Module):
+    """Backbone encoder, projector and a non-affine batch norm (raw keys ``backbone.*``,
+    ``projector.*``, ``bn.*``, as in the published ``BarlowTwins.ckpt``).
+
+    Projector: ``Linear(no bias) -> BatchNorm -> ReLU`` for each hidden width, then a plain
+    ``Linear(no bias)``. Upstream hard-codes its input width to 64; here it follows the encoder.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        units: Sequence[int] = UPSTREAM_ENCODER_UNITS,
+        activation: Activation = "selu",
+        dropout: float = 0.0,
+        projector: Sequence[int] = UPSTREAM_PROJECTOR_UNITS,
+    ) -> None:
+        super().__init__()
+        self.backbone = MLP(n_genes, units, activation, dropout)
+        layers: list[nn.Module] = []
+        width = units[-1]
+        for hidden in projector[:-1]:
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, projector[-1], bias=False))
+        self.projector = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm1d(projector[-1], affine=False)
+
+    @property
+    def encoder(self) -> MLP:
+        return self.backbone
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.backbone(x)
+        return latent, self.bn(self.projector(latent))
+
+
+class Classifier(nn.Module):
+    """Encoder layers plus a class head in one ``classifier`` Sequential (upstream ``MLPClassifier``
+    keys ``classifier.{0,3,...,15}`` and the buffers ``class_weights`` and ``child_lookup``).
+
+    ``classifier[:-3]`` is the encoder (its output is the embedding that kNN reads); the last three
+    children are activation, dropout and the head. Upstream uses ReLU throughout, even when it
+    copies in SELU-trained encoder weights; here the activation is chosen to match the encoder.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_classes: int,
+        units: Sequence[int] = UPSTREAM_ENCODER_UNITS,
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.classifier = MLP(n_genes, [*units, n_classes], activation, dropout)
+        self.register_buffer("class_weights", torch.ones(n_classes))
+        self.register_buffer("child_lookup", torch.eye(n_classes, dtype=torch.int64))
+
+    @property
+    def encoder(self) -> nn.Sequential:
+        # Built from the same module objects, keeping their indices, so encoder keys line up with an
+        # SSL encoder's ("0.weight", ..., "12.bias") and weights can be copied across directly.
+        return nn.Sequential(OrderedDict(list(self.classifier.named_children())[:-3]))
+
+    @property
+    def head(self) -> nn.Sequential:
+        return nn.Sequential(*list(self.classifier.children())[-3:])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.encoder(x)
+        return latent, self.head(latent)

@@ -62,7 +62,7 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
     """Run ``ssl-st`` in a fresh interpreter, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "grid", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
     if check and result.returncode != 0:
         raise AssertionError(f"ssl-st {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -87,7 +87,7 @@ def test_kill_9_then_resume_finishes_only_missing_cells(tmp_path, ray_address):
     store = ResultStore(results)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "grid.cli", "run", str(config), "--results", str(results), "--address", ray_address],
+        [sys.executable, "-m", "grid", "run", str(config), "--results", str(results), "--address", ray_address],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from ssl_st.genes import Vocabulary
-from ssl_st.models import Architecture, PretrainConfig, SSLModel, pretrain_random_mask
+from ssl_st.models import Architecture, RandomMaskConfig, SSLModel, pretrain_random_mask
 from ssl_st.models.random_mask import random_mask_loss
 from ssl_st.nn import MaskedAutoencoder
 
@@ -44,7 +46,9 @@ def test_save_load_round_trips_bit_for_bit(tmp_path):
         assert torch.equal(value, loaded.network.state_dict()[key])
     assert loaded.vocabulary == model.vocabulary and loaded.architecture == model.architecture
     payload = torch.load(tmp_path / "m" / "model.ckpt", weights_only=True)
-    assert payload["ssl_st"]["format_version"] == 1 and "state_dict" in payload
+    assert set(payload) == {"epoch", "global_step", "state_dict"}  # what upstream loaders read
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["format_version"] == 1 and meta["method"] == "random-init"
     x = _inputs(20, 50)
     np.testing.assert_array_equal(model.embed(x), loaded.embed(x))
 
@@ -62,7 +66,7 @@ def test_random_mask_loss_ignores_kept_entries():
 def test_pretraining_lowers_its_own_loss_and_is_seeded():
     inputs = _inputs(600, 80)
     arch = Architecture(units=(32, 16), dropout=0.0)
-    config = PretrainConfig(epochs=8, batch_size=64, learning_rate=3e-3)
+    config = RandomMaskConfig(epochs=8, batch_size=64, learning_rate=3e-3)
     model = pretrain_random_mask(inputs, _vocab(80), arch, config, seed=0, device="cpu")
     history = model.training
     assert history["val_loss"][-1] < 0.7 * history["val_loss"][0]

@@ -1,13 +1,17 @@
 """``SSLModel``: a network, the gene vocabulary it reads, and versioned metadata.
 
-Checkpoints keep the Lightning layout of the published files (a dict with ``state_dict`` whose keys
-are ``encoder.*`` / ``decoder.0.*``), so one loader serves ours and theirs, plus an ``ssl_st`` entry
-with an explicit ``format_version`` describing the architecture and how the weights were made. The
-vocabulary travels beside the checkpoint as ``var.parquet``, as on the hub.
+On disk a model is three files side by side, as on the hub:
+
+- ``<name>.ckpt`` — the weights in the published layout (:mod:`.checkpoints`), so one loader reads
+  ours and theirs;
+- ``var.parquet`` — the vocabulary (``feature_id``, ``feature_name``) in input order;
+- ``<name>.json`` — ssl-st's metadata: ``format_version``, method, architecture, training history.
+  Optional: published checkpoints have none, and their architecture is read off the weight shapes.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,27 +19,49 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 from .. import __version__
 from ..genes import Vocabulary
-from ..nn import UPSTREAM_ENCODER_UNITS, Activation, MaskedAutoencoder, OutputActivation
+from ..nn import (
+    UPSTREAM_ENCODER_UNITS,
+    UPSTREAM_PROJECTOR_UNITS,
+    Activation,
+    BarlowTwins,
+    Classifier,
+    MaskedAutoencoder,
+    OutputActivation,
+)
+from . import checkpoints
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "model.ckpt"
 VOCABULARY_NAME = "var.parquet"
+# Methods whose network is the masked autoencoder; everything else names its own network.
+MASKED_METHODS = ("random-mask", "gp-mask", "random-init", "masked-autoencoder")
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """Widths and activations of the encoder (the decoder mirrors it)."""
+    """Widths and activations of the encoder (the decoder mirrors it; the projector is Barlow Twins')."""
 
     units: tuple[int, ...] = UPSTREAM_ENCODER_UNITS
     dropout: float = 0.1
     activation: Activation = "selu"
     output_activation: OutputActivation = "identity"
+    projector: tuple[int, ...] = UPSTREAM_PROJECTOR_UNITS
 
-    def build(self, n_genes: int) -> MaskedAutoencoder:
+    def build(self, n_genes: int, method: str = "random-mask") -> nn.Module:
+        if method == "barlow-twins":
+            return BarlowTwins(n_genes, self.units, self.activation, self.dropout, self.projector)
         return MaskedAutoencoder(n_genes, self.units, self.activation, self.dropout, self.output_activation)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "units": list(self.units), "projector": list(self.projector)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Architecture:
+        return cls(**{**data, "units": tuple(data["units"]), "projector": tuple(data.get("projector", UPSTREAM_PROJECTOR_UNITS))})
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -44,12 +70,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() or not path.suffix else path
+
+
 class SSLModel:
     """A (pre)trained encoder that embeds cells given in its vocabulary's gene order."""
 
     def __init__(
         self,
-        network: MaskedAutoencoder,
+        network: nn.Module,
         vocabulary: Vocabulary,
         architecture: Architecture,
         method: str,
@@ -62,7 +93,7 @@ class SSLModel:
         self.training = training or {}
 
     @property
-    def encoder(self) -> torch.nn.Module:
+    def encoder(self) -> nn.Module:
         return self.network.encoder
 
     @property
@@ -77,7 +108,7 @@ class SSLModel:
 
     @torch.no_grad()
     def embed(self, inputs: sp.spmatrix, batch_size: int = 4096, device: str = "auto") -> np.ndarray:
-        """Encoder output (the raw 64-d last Linear, eval mode) for normalised inputs in vocabulary order."""
+        """Encoder output (the raw last Linear, eval mode) for normalised inputs in vocabulary order."""
         if inputs.shape[1] != len(self.vocabulary):
             raise ValueError(
                 f"inputs have {inputs.shape[1]} genes but the model reads {len(self.vocabulary)}; "
@@ -88,51 +119,70 @@ class SSLModel:
         inputs = sp.csr_matrix(inputs, dtype=np.float32)
         out = np.empty((inputs.shape[0], self.latent_dim), dtype=np.float32)
         for start in range(0, inputs.shape[0], batch_size):
-            block = torch.from_numpy(inputs[start : start + batch_size].toarray()).to(target)
+            block = torch.from_numpy(inputs[start : start + batch_size].toarray()).to(target, non_blocking=True)
             out[start : start + len(block)] = encoder(block).cpu().numpy()
         return out
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.ckpt`` and ``var.parquet`` into ``directory``; returns the checkpoint path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-            "epoch": int(self.training.get("epochs_run", 0)),
-            "global_step": int(self.training.get("steps", 0)),
-            "ssl_st": {
-                "format_version": FORMAT_VERSION,
-                "ssl_st_version": __version__,
-                "method": self.method,
-                "n_genes": len(self.vocabulary),
-                "architecture": {**asdict(self.architecture), "units": list(self.architecture.units)},
-                "training": self.training,
-            },
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint (a ``.ckpt`` path, or a directory for ``model.ckpt``), its JSON sidecar
+        and ``var.parquet`` beside it; returns the checkpoint path. The checkpoint is written last."""
+        ckpt = _checkpoint_path(path)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        layout = "barlow-twins" if isinstance(self.network, BarlowTwins) else "masked-autoencoder"
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "ssl_st_version": __version__,
+            "method": self.method,
+            "layout": layout,
+            "n_genes": len(self.vocabulary),
+            "architecture": self.architecture.to_json(),
+            "training": self.training,
         }
-        path = directory / CHECKPOINT_NAME
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        self.vocabulary.to_parquet(directory / VOCABULARY_NAME)
-        tmp.replace(path)  # the checkpoint appears last, whole, so its presence means "complete"
-        return path
+        ckpt.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
+        self.vocabulary.to_parquet(ckpt.parent / VOCABULARY_NAME)
+        checkpoints.write(
+            ckpt, self.network, layout, epoch=int(self.training.get("epochs_run", 0)), global_step=int(self.training.get("steps", 0))
+        )
+        return ckpt
 
     @classmethod
-    def load(cls, path: str | Path) -> SSLModel:
-        """Load a checkpoint written by :meth:`save` (a file, or the directory holding it)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / CHECKPOINT_NAME
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        meta = payload.get("ssl_st") if isinstance(payload, dict) else None
-        if meta is None:
-            raise ValueError(f"{path}: not an ssl-st checkpoint (no 'ssl_st' metadata entry)")
-        if meta["format_version"] > FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: written by a newer ssl-st (format {meta['format_version']}); upgrade ssl-st"
+    def load(cls, path: str | Path, *, genes: str | Path | None = None, trusted: bool = False) -> SSLModel:
+        """Load a checkpoint in any published layout, or one written by :meth:`save`.
+
+        ``genes`` is the vocabulary file (default: ``var.parquet`` beside the checkpoint).
+        """
+        ckpt = _checkpoint_path(path)
+        layout, state = checkpoints.read(ckpt, trusted=trusted)
+        shape = checkpoints.shape_of(layout, state)
+        genes = Path(genes) if genes else ckpt.parent / VOCABULARY_NAME
+        if not genes.is_file():
+            raise checkpoints.CheckpointError(
+                f"{ckpt}: no gene order found at {genes}; pass the model's var.parquet (CLI: --genes)"
             )
-        arch = dict(meta["architecture"])
-        architecture = Architecture(**{**arch, "units": tuple(arch["units"])})
-        vocabulary = Vocabulary.from_parquet(path.parent / VOCABULARY_NAME)
-        network = architecture.build(len(vocabulary))
-        network.load_state_dict(payload["state_dict"], strict=True)
-        return cls(network, vocabulary, architecture, meta["method"], meta.get("training"))
+        vocabulary = Vocabulary.from_parquet(genes)
+        if len(vocabulary) != shape.n_genes:
+            raise checkpoints.CheckpointError(
+                f"{ckpt} reads {shape.n_genes} genes but {genes} lists {len(vocabulary)}; pass the matching var.parquet"
+            )
+        sidecar = ckpt.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise checkpoints.CheckpointError(f"{sidecar}: written by a newer ssl-st (format {meta['format_version']}); upgrade ssl-st")
+        if "architecture" in meta:
+            architecture = Architecture.from_json(meta["architecture"])
+        else:  # a published file: upstream settings (SELU; the masked models' decoder ends in a Sigmoid)
+            architecture = Architecture(
+                units=shape.units,
+                dropout=0.0 if layout == "barlow-twins" else 0.1,
+                output_activation="sigmoid",
+                projector=shape.projector or UPSTREAM_PROJECTOR_UNITS,
+            )
+        if layout == "classifier":
+            network: nn.Module = Classifier(shape.n_genes, shape.n_classes or 1, shape.units, "relu", 0.0)
+            method = meta.get("method", "supervised")
+        else:
+            method = meta.get("method", layout)
+            network = architecture.build(shape.n_genes, "barlow-twins" if layout == "barlow-twins" else "random-mask")
+        checkpoints.load_strict(network, state, ckpt)
+        network.eval()
+        return cls(network, vocabulary, architecture, method, meta.get("training"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import scipy.sparse as sp
 import torch
@@ -19,7 +20,7 @@ from .training import LoopConfig, fit
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class RandomMaskConfig:
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -55,11 +56,12 @@ def pretrain_random_mask(
     inputs: sp.csr_matrix,
     vocabulary: Vocabulary,
     architecture: Architecture,
-    config: PretrainConfig,
+    config: RandomMaskConfig,
     *,
     seed: int = 0,
     device: str = "auto",
     on_epoch: Callable[[int, float, float], None] | None = None,
+    log_dir: str | Path | None = None,
 ) -> SSLModel:
     """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
     torch.manual_seed(seed)
@@ -72,6 +74,7 @@ def pretrain_random_mask(
         seed=seed,
         device=resolve_device(device),
         on_epoch=on_epoch,
+        log_dir=log_dir,
     )
     network.cpu()
     return SSLModel(network, vocabulary, architecture, "random-mask", {**asdict(config), "seed": seed, **history})

@@ -12,6 +12,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +22,8 @@ from torch import nn
 # (network, dense batch, random generator) -> scalar loss
 Objective = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 EpochCallback = Callable[[int, float, float], None]
+# (network, optimizer steps per epoch) -> optimizer and an optional scheduler stepped after every step
+OptimizerFactory = Callable[[nn.Module, int], tuple[torch.optim.Optimizer, "torch.optim.lr_scheduler.LRScheduler | None"]]
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,14 @@ class LoopConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
-    gradient_clip: float = 1.0
+    gradient_clip: float | None = 1.0
     validation_fraction: float = 0.1
+    drop_last: bool = False  # objectives with batch statistics (Barlow Twins) need full batches
 
 
-def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device):
-    for start in range(0, len(order), size):
+def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False):
+    stop = len(order) - (len(order) % size if drop_last and len(order) >= size else 0)
+    for start in range(0, stop, size):
         rows = order[start : start + size]
         yield torch.from_numpy(matrix[rows].toarray()).to(device, non_blocking=True)
 
@@ -48,14 +53,28 @@ def fit(
     seed: int,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    make_optimizer: OptimizerFactory | None = None,
+    log_dir: str | Path | None = None,
 ) -> dict:
-    """Train ``network`` on ``objective`` with AdamW; restore the weights of the best validation epoch."""
+    """Train ``network`` on ``objective``; restore the weights of the best validation epoch.
+
+    The optimizer defaults to AdamW(learning_rate, weight_decay). ``log_dir`` receives TensorBoard
+    curves (``loss/train``, ``loss/val`` per epoch, ``lr`` per step).
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(inputs.shape[0])
     n_val = int(round(len(order) * config.validation_fraction))
     val_rows, train_rows = order[:n_val], order[n_val:]
+    if len(train_rows) < (config.batch_size if config.drop_last else 1):
+        raise ValueError(f"{len(train_rows)} training cells cannot fill one batch of {config.batch_size}; lower batch_size")
     network.to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_rows) // config.batch_size if config.drop_last else math.ceil(len(train_rows) / config.batch_size)
+    if make_optimizer is None:
+        optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = None
+    else:
+        optimizer, scheduler = make_optimizer(network, steps_per_epoch)
+    writer = _writer(log_dir)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best = (math.inf, -1, copy.deepcopy(network.state_dict()))
@@ -63,12 +82,17 @@ def fit(
     for epoch in range(config.epochs):
         network.train()
         total, count = 0.0, 0
-        for batch in _batches(inputs, rng.permutation(train_rows), config.batch_size, device):
+        for batch in _batches(inputs, rng.permutation(train_rows), config.batch_size, device, config.drop_last):
             loss = objective(network, batch, step_gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), config.gradient_clip)
+            if config.gradient_clip:
+                nn.utils.clip_grad_norm_(network.parameters(), config.gradient_clip)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if writer is not None:
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], steps)
             total += loss.item() * len(batch)
             count += len(batch)
             steps += 1
@@ -76,13 +100,26 @@ def fit(
         val_loss = _evaluate(network, objective, inputs, val_rows, config.batch_size, device, seed)
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
+        if writer is not None:
+            writer.add_scalar("loss/train", train_loss, epoch)
+            writer.add_scalar("loss/val", val_loss, epoch)
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(network.state_dict()))
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
+    if writer is not None:
+        writer.close()
     network.load_state_dict(best[2])
     network.eval()
     return {**history, "best_epoch": best[1], "epochs_run": config.epochs, "steps": steps}
+
+
+def _writer(log_dir: str | Path | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter  # optional cost: only when curves are wanted
+
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 @torch.no_grad()
