@@ -46,6 +46,13 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(width, units[-1]))
         super().__init__(*layers)
 
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        # A slice is a plain Sequential of the same modules with their original indices, so that
+        # e.g. the encoder part of a classifier has the keys of an SSL encoder ("0.weight", ...).
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
 
 class MaskedAutoencoder(nn.Module):
     """Encoder plus mirrored decoder: the Random Mask / GP Mask network (keys ``encoder.*``,
@@ -137,13 +144,11 @@ class Classifier(nn.Module):
 
     @property
     def encoder(self) -> nn.Sequential:
-        # Built from the same module objects, keeping their indices, so encoder keys line up with an
-        # SSL encoder's ("0.weight", ..., "12.bias") and weights can be copied across directly.
-        return nn.Sequential(OrderedDict(list(self.classifier.named_children())[:-3]))
+        return self.classifier[:-3]
 
     @property
     def head(self) -> nn.Sequential:
-        return nn.Sequential(*list(self.classifier.children())[-3:])
+        return self.classifier[-3:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.encoder(x)
