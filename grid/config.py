@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from ssl_st.models import Architecture
+from ssl_st.tasks import FineTuneConfig
+
 from . import schema
 
 DemoFlavour = Literal["atlas", "merscope", "xenium", "slideseq", "slideseq-mouse"]
@@ -53,22 +56,6 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
-    """The upstream MLP encoder; the published models use units 512-512-256-256-64."""
-
-    units: tuple[int, ...] = (512, 512, 256, 256, 64)
-    dropout: float = 0.1
-    activation: Literal["selu", "relu"] = "selu"
-    output_activation: Literal["identity", "sigmoid", "softplus"] = "identity"
-
-    def __post_init__(self) -> None:
-        if len(self.units) < 2 or min(self.units) < 1:
-            raise ValueError("encoder units need at least two positive widths, e.g. [256, 64]")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("encoder dropout must be in [0, 1)")
-
-
-@dataclass(frozen=True)
 class PretrainSpec:
     """Pretraining settings; unset ones take the method's defaults (ssl_st.models.CONFIGS)."""
 
@@ -98,7 +85,7 @@ class ModelSpec:
     name: str
     method: Method
     reference: str | None = None  # dataset to pretrain on; defaults to the config's reference
-    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    encoder: Architecture = field(default_factory=Architecture)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     programs: str | None = None  # gp-mask: a GMT file, or "demo" for the simulator's programs
     checkpoint: str | None = None  # checkpoint: a published or ssl-st checkpoint file
@@ -131,19 +118,6 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class FineTuneSpec:
-    """Classifier training for fine-tune and supervised cells (the study's settings by default)."""
-
-    learning_rate: float = 9e-4
-    weight_decay: float = 0.05
-    batch_size: int = 128
-    max_epochs: int = 500
-    patience: int = 20
-    min_delta: float = 1e-4
-    scope: Literal["last-5", "all"] = "last-5"  # fine-tune: last 5 encoder tensors (study) or all
-
-
-@dataclass(frozen=True)
 class TaskSpec:
     """A task and the slice of the matrix it runs on (all datasets / models when omitted)."""
 
@@ -157,8 +131,8 @@ class TaskSpec:
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
     normalize: Literal["cp10k", "median"] = "cp10k"
     pca_components: int = 64
-    fine_tune: FineTuneSpec = field(default_factory=FineTuneSpec)
-    supervised_encoder: EncoderSpec = field(default_factory=EncoderSpec)  # architecture of `supervised`
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # fine-tune and supervised cells
+    supervised_encoder: Architecture = field(default_factory=Architecture)  # network of `supervised`
 
     def __post_init__(self) -> None:
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:

@@ -42,15 +42,6 @@ def build_data(artifact: Artifact, root: Path, *, rebuild: bool = False) -> Path
     return datasets.write_h5ad_atomic(adata, path)
 
 
-def _architecture(encoder: dict[str, Any]) -> Architecture:
-    return Architecture(
-        units=tuple(encoder["units"]),
-        dropout=encoder["dropout"],
-        activation=encoder["activation"],
-        output_activation=encoder["output_activation"],
-    )
-
-
 def _programs(source: str) -> dict[str, list[str]]:
     if source == "demo":
         return gene_programs()
@@ -70,7 +61,7 @@ def build_model(
         model = SSLModel.load(spec["checkpoint"], genes=spec.get("genes"), trusted=spec["trusted"])
     else:
         vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
-        architecture = _architecture(spec["encoder"])
+        architecture = Architecture.from_json(spec["encoder"])
         if method == "random-init":
             model = SSLModel.random_init(vocabulary, architecture, seed=spec["seed"])
         else:
@@ -126,7 +117,7 @@ def run_cell(cell: Cell, paths: dict[str, Path], *, device: str = "auto") -> lis
         if cell.mode == "pca":
             result = pca_baseline(adata, vocabulary, config, cell.seed)
         else:
-            architecture = _architecture(task["supervised_encoder"])
+            architecture = Architecture.from_json(task["supervised_encoder"])
             ft = FineTuneConfig(**task["fine_tune"])
             result = supervised(adata, vocabulary, architecture, config, ft, cell.seed, device=device)
     else:

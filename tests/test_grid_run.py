@@ -124,3 +124,51 @@ def test_query_cli(tmp_path, ray_address):
     assert {r["mode"] for r in rows} == {"pca", "zero-shot"}
     bad = run_cli("query", "SELECT nope FROM results", "--results", str(results))
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+ZOO_CONFIG = """\
+name: zoo
+seeds: [1]
+reference: atlas
+datasets:
+  - {{name: atlas, flavour: atlas, n_cells: 1200}}
+  - {{name: merscope, flavour: merscope, n_cells: 500}}
+models:
+  - {{name: rm, method: random-mask, encoder: {{units: [64, 32, 16]}}, pretrain: {{epochs: 2}}}}
+  - {{name: gp, method: gp-mask, programs: demo, encoder: {{units: [64, 32, 16]}}, pretrain: {{epochs: 2}}}}
+  - {{name: bt, method: barlow-twins, encoder: {{units: [64, 32, 16], dropout: 0.0}}, pretrain: {{epochs: 2, batch_size: 128}}}}
+  - {{name: published, method: checkpoint, checkpoint: {checkpoint}}}
+  - {{name: random, method: random-init, encoder: {{units: [64, 32, 16]}}}}
+tasks:
+  - name: cell-type
+    modes: [zero-shot, fine-tune, supervised, pca]
+    fine_tune: {{max_epochs: 3, patience: 2}}
+    supervised_encoder: {{units: [64, 32, 16]}}
+    pca_components: 16
+"""
+
+
+def test_every_method_and_mode_runs_in_the_grid(tmp_path, ray_address):
+    from ssl_st import datasets
+
+    from .published_fixtures import write_masked_checkpoint
+
+    # a checkpoint in the published Lightning layout over the atlas's genes, with its var.parquet
+    atlas = datasets.generate("atlas", n_cells=1200)
+    from ssl_st.genes import Vocabulary
+
+    Vocabulary.from_var(atlas.var).to_parquet(tmp_path / "var.parquet")
+    write_masked_checkpoint(tmp_path / "RandomMask.ckpt", n_genes=atlas.n_vars, with_optimizer=False)
+    config = tmp_path / "zoo.yaml"
+    config.write_text(ZOO_CONFIG.format(checkpoint=tmp_path / "RandomMask.ckpt"))
+    results = tmp_path / "results"
+    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    table = ResultStore(results).table().to_pandas()
+    assert (table["status"] == "done").all()
+    cells = table.groupby(["mode", "model"], dropna=False).size()
+    # zero-shot: 5 models; fine-tune: 4 (random-init is the supervised baseline); supervised; pca
+    assert len(table["cell_id"].unique()) == 5 + 4 + 1 + 1
+    fine = table[table["mode"] == "fine-tune"]
+    assert {"macro_f1", "head_macro_f1", "best_epoch"} <= set(fine["metric"])
+    assert set(fine["model"]) == {"rm", "gp", "bt", "published"}, cells
+    assert (table[table["kind"] == "metric"]["value"].between(0, 1)).all()

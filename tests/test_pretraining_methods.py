@@ -1,7 +1,9 @@
 """GP-mask and Barlow Twins pretraining: their objectives, LARS and its schedule, and the demo claim
 that each pretrained encoder beats the same architecture at random weights in zero-shot cell typing.
 
-Margins of the end-to-end checks are a fraction of the gaps measured at this size (see the constants).
+Margins are a fraction of the gaps measured at this size. Random weights score 0.29 / 0.37 macro-F1
+(split seeds 1 / 2); over pretraining seeds 0-2, GP mask scores 0.44-0.48 / 0.44-0.51 (gap >= 0.07,
+0.15 / 0.07 for seed 0) and Barlow Twins 0.46-0.49 / 0.49-0.52 (gap >= 0.12).
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from ssl_st.pp import model_input
 from ssl_st.tasks import CellTypeConfig, zero_shot
 
 ARCH = Architecture(units=(128, 64, 32))
-GP_CONFIG = GPMaskConfig(epochs=10, batch_size=128)
-BT_CONFIG = BarlowTwinsConfig(epochs=10, batch_size=128)
+GP_CONFIG = GPMaskConfig(epochs=15, batch_size=64)
+BT_CONFIG = BarlowTwinsConfig(epochs=15, batch_size=128)
 SEEDS = (1, 2)
-MARGIN = 0.05  # measured gaps: see the report in the module docstring of each check below
+MARGINS = {"gp-mask": 0.04, "barlow-twins": 0.06}
 
 
 class Recorder(nn.Module):
@@ -217,4 +219,4 @@ def test_gp_mask_records_its_programs(demo):
 def test_pretrained_encoder_beats_random_weights_zero_shot(demo, method):
     scores = demo[1]
     for seed in SEEDS:
-        assert scores[method, seed] > scores["random-init", seed] + MARGIN, scores
+        assert scores[method, seed] > scores["random-init", seed] + MARGINS[method], scores

@@ -54,6 +54,12 @@ class Architecture:
     output_activation: OutputActivation = "identity"
     projector: tuple[int, ...] = UPSTREAM_PROJECTOR_UNITS
 
+    def __post_init__(self) -> None:
+        if len(self.units) < 2 or min(self.units) < 1:
+            raise ValueError("encoder units need at least two positive widths, e.g. [256, 64]")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("encoder dropout must be in [0, 1)")
+
     def build(self, n_genes: int, method: str = "random-mask") -> nn.Module:
         if method == "barlow-twins":
             return BarlowTwins(n_genes, self.units, self.activation, self.dropout, self.projector)
