@@ -32,9 +32,7 @@ import scipy.sparse as sp
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from .. import nn as networks
 from ..genes import Vocabulary
-from ..nn import UPSTREAM_PROJECTOR_UNITS
 from .base import Architecture, SSLModel, resolve_device
 from .lars import LARS, warmup_cosine
 from .training import LoopConfig, OptimizerFactory, fit
@@ -56,7 +54,6 @@ class BarlowTwinsConfig:
     learning_rate_biases: float = 0.0048
     weight_decay: float = 1e-5
     warmup_epochs: int = 1  # upstream: 10 of 1000 epochs
-    projector: tuple[int, ...] = UPSTREAM_PROJECTOR_UNITS
     validation_fraction: float = 0.1
 
     @property
@@ -150,9 +147,7 @@ def pretrain_barlow_twins(
 ) -> SSLModel:
     """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
     torch.manual_seed(seed)
-    network = networks.BarlowTwins(
-        len(vocabulary), architecture.units, architecture.activation, architecture.dropout, config.projector
-    )
+    network = architecture.build(len(vocabulary), "barlow-twins")
     objective = partial(
         barlow_twins_loss,
         lambd=config.lambd,
@@ -171,5 +166,5 @@ def pretrain_barlow_twins(
         log_dir=log_dir,
     )
     network.cpu()
-    training = {**asdict(config), "projector": list(config.projector), "seed": seed, **history}
+    training = {**asdict(config), "seed": seed, **history}
     return SSLModel(network, vocabulary, architecture, "barlow-twins", training)

@@ -25,30 +25,14 @@ import torch
 from ..genes import Vocabulary
 from ..programs import program_mask
 from .base import Architecture, SSLModel, resolve_device
-from .training import LoopConfig, Objective, fit
+from .training import AdamWConfig, Objective, fit
 
 
 @dataclass(frozen=True)
-class GPMaskConfig:
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
+class GPMaskConfig(AdamWConfig):
     # Upstream's original scripts and eval notebooks used 25 % (C8_25p); its post-revision
     # fine-tuning scripts point at 50 % (C8_50p). Which one the published GPMask.ckpt is is unknown.
     program_rate: float = 0.25
-    validation_fraction: float = 0.1
-    gradient_clip: float = 1.0
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            gradient_clip=self.gradient_clip,
-            validation_fraction=self.validation_fraction,
-        )
 
 
 def programs_per_step(n_programs: int, program_rate: float) -> int:

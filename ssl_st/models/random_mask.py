@@ -16,28 +16,12 @@ import torch
 
 from ..genes import Vocabulary
 from .base import Architecture, SSLModel, resolve_device
-from .training import LoopConfig, fit
+from .training import AdamWConfig, fit
 
 
 @dataclass(frozen=True)
-class RandomMaskConfig:
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
+class RandomMaskConfig(AdamWConfig):
     mask_rate: float = 0.5
-    validation_fraction: float = 0.1
-    gradient_clip: float = 1.0
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            gradient_clip=self.gradient_clip,
-            validation_fraction=self.validation_fraction,
-        )
 
 
 def random_mask_loss(mask_rate: float):

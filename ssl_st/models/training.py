@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,21 @@ class LoopConfig:
     gradient_clip: float | None = 1.0
     validation_fraction: float = 0.1
     drop_last: bool = False  # objectives with batch statistics (Barlow Twins) need full batches
+
+
+@dataclass(frozen=True)
+class AdamWConfig:
+    """The AdamW schedule the masked autoencoders share (upstream: lr 1e-3, weight decay 0.01, clip 1)."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    validation_fraction: float = 0.1
+    gradient_clip: float = 1.0
+
+    def loop(self) -> LoopConfig:
+        return LoopConfig(**{f.name: getattr(self, f.name) for f in fields(AdamWConfig)})
 
 
 def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False):
