@@ -33,8 +33,13 @@ def _looks_like_ensembl(values: pd.Index | pd.Series) -> bool:
     return bool(sample) and np.mean([bool(_ENSEMBL.match(v)) for v in sample]) > 0.9
 
 
+def _text(column: pd.Series) -> pd.Series:
+    """Strings, keeping missing values missing (``astype(str)`` would turn them into "nan")."""
+    return column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
+
+
 def _strip_version(ids: pd.Series) -> pd.Series:
-    return ids.astype(str).str.replace(r"\.\d+$", "", regex=True)
+    return ids.str.replace(r"\.\d+$", "", regex=True)
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,8 @@ class Vocabulary:
 def gene_table(var: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset gene with its Ensembl ``id`` and ``symbol`` (NaN where unknown)."""
     index = pd.Series(var.index.astype(str), index=var.index)
-    ids = next((var[c].astype(str) for c in ID_COLUMNS if c in var.columns), None)
-    symbols = next((var[c].astype(str) for c in SYMBOL_COLUMNS if c in var.columns), None)
+    ids = next((_text(var[c]) for c in ID_COLUMNS if c in var.columns), None)
+    symbols = next((_text(var[c]) for c in SYMBOL_COLUMNS if c in var.columns), None)
     if ids is None and _looks_like_ensembl(index):
         ids = index
     if symbols is None and not _looks_like_ensembl(index):

@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny networks gain nothing from intra-op threads, and the Ray workers of the shared instance run
+# beside this process on the same cores: one thread each avoids oversubscription stalls.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -79,3 +79,9 @@ def test_vocabulary_parquet_round_trip(tmp_path):
     pd.DataFrame({"gene": ["a"]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="feature_id and feature_name"):
         Vocabulary.from_parquet(tmp_path / "bad.parquet")
+
+
+def test_missing_ids_stay_missing_and_symbols_take_over():
+    var = pd.DataFrame({"gene_ids": ["ENSG00000000001", None]}, index=["TP53", "KRT7"])
+    mapping = map_genes(var, VOCAB)
+    assert (mapping.coverage.mapped_by_id, mapping.coverage.mapped_by_symbol) == (1, 1)

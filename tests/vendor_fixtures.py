@@ -128,8 +128,10 @@ def write_xenium(directory: str | Path, *, n_cells: int = 50, genes: tuple[tuple
     table = pd.DataFrame({
         "cell_id": barcodes, "x_centroid": coords[:, 0], "y_centroid": coords[:, 1],
         "transcript_counts": total("Gene Expression"), "control_probe_counts": total("Negative Control Probe"),
-        "genomic_control_counts": total("Genomic Control"), "control_codeword_counts": total("Negative Control Codeword"),
-        "unassigned_codeword_counts": total("Unassigned Codeword"), "deprecated_codeword_counts": total("Deprecated Codeword"),
+        "genomic_control_counts": total("Genomic Control"),
+        "control_codeword_counts": total("Negative Control Codeword"),
+        "unassigned_codeword_counts": total("Unassigned Codeword"),
+        "deprecated_codeword_counts": total("Deprecated Codeword"),
         "total_counts": counts.sum(axis=1), "cell_area": np.round(rng.uniform(20, 200, n_cells), 4),
         "nucleus_area": np.round(rng.uniform(5, 60, n_cells), 4), "nucleus_count": 1,
         "segmentation_method": "Segmented by nucleus expansion of 5.0µm",
@@ -147,7 +149,8 @@ def write_xenium(directory: str | Path, *, n_cells: int = 50, genes: tuple[tuple
                         "dropped_control_counts": int(counts[:, ~is_gene].sum())}
     expected.dropped |= {"dropped_" + k.lower().replace(" ", "_"): n for k, n in controls.items() if n}
     if labels:
-        expected.labels_path, expected.labels = _labels_csv(directory, barcodes, rng, id_col="Barcode", label_col="Cluster")
+        expected.labels_path, expected.labels = _labels_csv(directory, barcodes, rng,
+                                                            id_col="Barcode", label_col="Cluster")
     return expected
 
 
@@ -183,7 +186,8 @@ def write_merscope(directory: str | Path, *, n_cells: int = 50, genes: tuple[str
     expected = Expected(directory, counts, coords, cell_ids, list(genes), [None] * len(genes))
     expected.dropped = {"dropped_blanks": n_blanks, "dropped_blank_counts": int(blanks.sum())}
     if labels:
-        expected.labels_path, expected.labels = _labels_csv(directory, cell_ids, rng, id_col="cell", label_col="cell_type")
+        expected.labels_path, expected.labels = _labels_csv(directory, cell_ids, rng,
+                                                            id_col="cell", label_col="cell_type")
     return expected
 
 

@@ -292,8 +292,8 @@ def impute(
 
 def _pearson(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Per-column Pearson r; NaN where either column is constant."""
-    a = truth - truth.mean(axis=0)
-    b = predicted - predicted.mean(axis=0)
+    a = truth.astype(np.float64) - truth.mean(axis=0, dtype=np.float64)
+    b = predicted.astype(np.float64) - predicted.mean(axis=0, dtype=np.float64)
     denominator = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, (a * b).sum(axis=0) / denominator, np.nan)

@@ -58,7 +58,7 @@ def tangram_weights(
         loss.backward()
         optimiser.step()
         if epoch % 50 == 0 or epoch == epochs - 1:
-            history.append(round(float(gene_score), 4))
+            history.append(round(gene_score.item(), 4))
     with torch.no_grad():
         M = softmax(W, dim=1)
         score = float(cosine_similarity(M.t() @ S, G, dim=0).mean())

@@ -33,8 +33,8 @@ def read(path: str | Path, format: str | None = None, **options: Any) -> AnnData
     """Read ``path`` with the reader for ``format`` (``xenium``, ``merscope``, ``h5ad``; None: guess it)."""
     name = format or guess_format(path)
     if name not in READERS:
-        problem = f"has format {format!r}, which is not supported" if format else "is not a recognisable dataset"
-        raise DataError(path, "format", problem,
+        field, problem = (f"format={format!r}", "is not supported") if format else ("format", "could not be recognised")
+        raise DataError(path, field, problem,
                         f"pass format= one of {sorted(READERS)} (a Xenium or MERSCOPE output folder, or an .h5ad file)")
     return READERS[name](path, **options)
 

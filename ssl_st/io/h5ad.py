@@ -73,7 +73,7 @@ def _counts(adata: AnnData, file: Path, counts_layer: str | None) -> tuple[objec
     try:
         check_counts(adata.X, file, "X")
     except DataError as err:
-        raise DataError(file, "X", f"is not raw counts ({err.problem}) and there is no layers['counts'] or .raw",
+        raise DataError(file, "X", f"{err.problem}, and there is no layers['counts'] or .raw",
                         f"pass counts_layer= naming the layer with raw counts (layers: {list(adata.layers)}); "
                         "normalised values cannot be used") from err
     return adata.X, adata.var, "X"
@@ -132,7 +132,7 @@ def read_h5ad(path: str | Path, *, label_key: str | None = "cell_type", spatial_
     file = Path(path)
     source = _open(file)
     counts, var, counts_field = _counts(source, file, counts_layer)
-    check_counts(counts, file, counts_field)
+    check_counts(counts, file, counts_field, source.obs_names, var.index)
     var = _genes(var, file, gene_symbols, gene_ids)
 
     obsm = {key: value for key, value in source.obsm.items()}
@@ -141,7 +141,7 @@ def read_h5ad(path: str | Path, *, label_key: str | None = "cell_type", spatial_
                         "pass spatial_key= naming the coordinates, or leave it out for data without coordinates")
     key = spatial_key or next((k for k in SPATIAL_KEYS if k in obsm), None)
     if key is not None:
-        obsm["spatial"] = check_spatial(obsm[key], file, f"obsm['{key}']", source.n_obs)
+        obsm["spatial"] = check_spatial(obsm[key], file, f"obsm['{key}']", source.n_obs, source.obs_names)
     elif require_spatial:
         raise DataError(file, "obsm['spatial']", f"is missing (obsm has {list(obsm)})",
                         "pass spatial_key= naming the (x, y) coordinates of each cell")

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .validate import DataError, read_csv, read_labels, summarise_names, validate, wrong_format_hint
+from .validate import DataError, check_spatial, read_csv, read_labels, summarise_names, validate, wrong_format_hint
 
 COUNTS = "cell_by_gene.csv"
 METADATA = "cell_metadata.csv"
@@ -40,7 +40,8 @@ def _find(folder: Path, name: str) -> Path:
     if len(matches) == 1:
         return matches[0]
     found = sorted(p.name for p in folder.iterdir())[:10]
-    problem = f"matches several files {[m.name for m in matches]}" if matches else f"is missing; the folder holds {found}"
+    problem = (f"matches several files {[m.name for m in matches]}" if matches
+               else f"is missing; the folder holds {found}")
     raise DataError(folder, name, problem,
                     f"a MERSCOPE output folder has {COUNTS} and {METADATA}; keep exactly one of each."
                     + wrong_format_hint(folder, "merscope"))
@@ -65,16 +66,18 @@ def read_merscope(path: str | Path, *, labels: str | Path | None = None, label_c
     """
     folder = Path(path)
     if not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise DataError(folder, "MERSCOPE output folder", problem,
+        problem = "is a file, not a MERSCOPE output folder" if folder.exists() else "does not exist"
+        raise DataError(folder, "path", problem,
                         f"pass the folder holding {COUNTS} and {METADATA}." + wrong_format_hint(folder, "merscope"))
     counts_file, meta_file = _find(folder, COUNTS), _find(folder, METADATA)
     table = _read_indexed(counts_file, f"{COUNTS} has a cell id column, then one count column per gene")
     meta = _read_indexed(meta_file, f"{METADATA} has the cell id, fov, volume, center_x, center_y, ...")
 
-    non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    # an empty table has object columns: leave it to validate(), which reports '0 cells'
+    non_numeric = [c for c in table.columns if len(table) and not pd.api.types.is_numeric_dtype(table[c])]
     if non_numeric:
-        raise DataError(counts_file, f"column {non_numeric[0]!r}", f"is not numeric (e.g. {table[non_numeric[0]].iloc[0]!r})",
+        example = table[non_numeric[0]].iloc[0]
+        raise DataError(counts_file, f"column {non_numeric[0]!r}", f"is not numeric (e.g. {example!r})",
                         "every column after the cell id must hold counts; is this the cell-by-gene table?")
     blank = np.array([str(c).lower().startswith(BLANK_PREFIX) for c in table.columns], dtype=bool)
     blank_names = [str(c) for c in table.columns[blank]]
@@ -97,7 +100,7 @@ def read_merscope(path: str | Path, *, labels: str | Path | None = None, label_c
                         f"{counts_file.name} and {meta_file.name} must come from the same region/run; copy both again")
     extra_cells = int((~meta.index.isin(cells)).sum())
     meta = meta.loc[cells]
-    xy = meta[["center_x", "center_y"]].to_numpy(np.float64)
+    xy = check_spatial(meta[["center_x", "center_y"]], meta_file, "columns center_x/center_y", len(meta), cells)
 
     symbols = [str(c) for c in genes.columns]
     # categorical: an all-NaN object column cannot be written to h5ad (anndata stores strings as categories)
@@ -111,7 +114,7 @@ def read_merscope(path: str | Path, *, labels: str | Path | None = None, label_c
         "dropped_blanks": len(blank_names), "dropped_blank_counts": int(round(blank_total)),
         "dropped_features": summarise_names(blank_names), "cells_without_counts": extra_cells,
     }
-    files = {"counts": str(counts_file), "genes": str(counts_file), "cells": str(counts_file), "spatial": str(meta_file)}
+    files = dict.fromkeys(("counts", "genes", "cells"), str(counts_file)) | {"spatial": str(meta_file)}
     if labels is not None:
         adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
         files["labels"] = str(labels)

@@ -77,7 +77,7 @@ def read_csv(file: Path, what: str, **kwargs) -> pd.DataFrame:
         return pd.read_csv(file, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
         raise DataError(file, "contents", f"could not be parsed as CSV ({type(err).__name__}: {err})",
-                        f"{what}; the file may be truncated or not a (gzipped) CSV; copy it again from the source") from err
+                        f"{what}; the file may be truncated or not a (gzipped) CSV; copy it again") from err
 
 
 def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None = None) -> tuple[pd.Series, int]:
@@ -88,13 +88,14 @@ def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None =
     """
     file = Path(file)
     if not file.is_file():
-        raise DataError(file, "labels file", "does not exist", "pass labels= the path of a CSV with a cell id and a label column")
+        raise DataError(file, "labels file", "does not exist",
+                        "pass labels= the path of a CSV with a cell id and a label column")
     table = read_csv(file, "a labels CSV maps cell ids to labels (columns Barcode, Cluster)", dtype=str)
     id_col = next((c for c in LABEL_ID_COLUMNS if c in table.columns), None)
     value_col = label_column or next((c for c in LABEL_VALUE_COLUMNS if c in table.columns), None)
-    if id_col is None and table.shape[1] == 2:  # an unnamed two-column mapping: id, label
-        id_col = table.columns[0]
-        value_col = value_col or table.columns[1]
+    if table.shape[1] == 2:  # a two-column mapping: the column that is not the id holds the labels
+        id_col = id_col or table.columns[0]
+        value_col = value_col or next(c for c in table.columns if c != id_col)
     if id_col is None or value_col is None or value_col not in table.columns:
         raise DataError(file, "columns", f"are {list(table.columns)}; no cell id column ({'/'.join(LABEL_ID_COLUMNS)}) "
                         f"and label column ({label_column or '/'.join(LABEL_VALUE_COLUMNS)}) found",
@@ -102,35 +103,51 @@ def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None =
     mapping = table.drop_duplicates(id_col).set_index(id_col)[value_col]
     labels = mapping.reindex(pd.Index(cell_ids.astype(str)))
     if labels.isna().all():
-        raise DataError(file, f"column '{id_col}'", f"shares no cell id with the data (e.g. {list(mapping.index[:3])} vs "
-                        f"{list(cell_ids[:3])})", "use the labels file of this very run/section")
+        raise DataError(file, f"column '{id_col}'", f"shares no cell id with the data (e.g. "
+                        f"{list(mapping.index[:3])} vs {list(cell_ids[:3])})",
+                        "use the labels file of this very run/section")
     labels = pd.Series(pd.Categorical(labels.to_numpy(object)), index=cell_ids)
     return labels, int(labels.isna().sum())
 
 
-def check_counts(matrix: sp.spmatrix | np.ndarray, file: str | Path, field: str) -> None:
-    """Raise unless ``matrix`` holds raw counts: finite, non-negative integers."""
-    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+def check_counts(matrix: sp.spmatrix | np.ndarray, file: str | Path, field: str,
+                 cells: Sequence[str] | None = None, genes: Sequence[str] | None = None) -> None:
+    """Raise unless ``matrix`` holds raw counts: finite, non-negative integers.
+
+    With ``cells``/``genes`` the message points at the first bad entry, e.g. column 'GAD1' of a CSV.
+    """
+    matrix = matrix.tocsr() if sp.issparse(matrix) else np.asarray(matrix)
+    values = matrix.data if sp.issparse(matrix) else matrix.ravel()
+
+    def first(bad: np.ndarray) -> str:  # "(first: cell 'c7', gene 'GAD1')" for the first True in bad
+        if cells is None or genes is None or matrix.ndim != 2:
+            return ""
+        k = int(np.argmax(bad))
+        row, col = ((int(np.searchsorted(matrix.indptr, k, side="right")) - 1, int(matrix.indices[k]))
+                    if sp.issparse(matrix) else divmod(k, matrix.shape[1]))
+        return f" (first: cell {str(cells[row])!r}, gene {str(genes[col])!r})"
+
     if values.dtype.kind not in "biuf":
         raise DataError(file, field, f"has dtype {values.dtype}, not numbers", "raw counts must be a numeric matrix")
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values)
         if bad.any():
-            raise DataError(file, field, f"holds {int(bad.sum())} NaN/infinite values",
+            raise DataError(file, field, f"holds {int(bad.sum())} NaN/infinite values{first(bad)}",
                             "raw counts cannot be missing; re-export the matrix or fill the gaps with 0 on purpose")
     if values.size and values.min() < 0:
-        raise DataError(file, field, f"holds negative values (min {values.min():g})",
+        raise DataError(file, field, f"holds negative values (min {values.min():g}){first(values < 0)}",
                         "raw counts are >= 0; this looks like scaled/centred data: point ssl-st at the raw counts")
     if values.dtype.kind == "f" and values.size:
         frac = values != np.round(values)
         if frac.any():
             example = float(values[np.argmax(frac)])
-            raise DataError(file, field, f"holds non-integer values (e.g. {example:g}), so it is not raw counts",
+            raise DataError(file, field, f"holds non-integer values (e.g. {example:g}){first(frac)}: not raw counts",
                             "the models normalise counts themselves: pass the raw counts, e.g. "
                             "read_h5ad(..., counts_layer='<layer with counts>') or the file's .raw")
 
 
-def check_spatial(xy: object, file: str | Path, field: str, n_obs: int) -> np.ndarray:
+def check_spatial(xy: object, file: str | Path, field: str, n_obs: int,
+                  cells: Sequence[str] | None = None) -> np.ndarray:
     """Coordinates as a float64 n x 2 array, or a DataError saying what is wrong with them."""
     try:
         array = np.asarray(xy.to_numpy() if isinstance(xy, pd.DataFrame) else xy, dtype=np.float64)
@@ -138,10 +155,12 @@ def check_spatial(xy: object, file: str | Path, field: str, n_obs: int) -> np.nd
         raise DataError(file, field, f"is not numeric ({err})", "coordinates must be numbers (x, y)") from err
     if array.ndim != 2 or array.shape != (n_obs, 2):
         raise DataError(file, field, f"has shape {array.shape}, expected ({n_obs}, 2)",
-                        "store one (x, y) row per cell; drop z or extra columns, or pass spatial_key= naming the 2-D array")
+                        "store one (x, y) row per cell: drop z or extra columns, "
+                        "or pass spatial_key= naming the 2-D array")
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
-        raise DataError(file, field, f"is missing (NaN/infinite) for {int(bad.sum())} cells",
+        where = f" (first: cell {str(cells[int(np.argmax(bad))])!r})" if cells is not None else ""
+        raise DataError(file, field, f"holds NaN/infinite values for {int(bad.sum())} cell(s){where}",
                         "every cell needs finite x, y coordinates; remove those cells or re-export the cells table")
     return array
 
@@ -168,7 +187,8 @@ def validate(adata: AnnData, *, source: str, label_key: str | None = "cell_type"
         raise DataError(file("genes"), "genes", "are absent: 0 genes remain (after dropping controls/blanks)",
                         "the file holds no gene-expression features; check it is the cell-by-gene matrix")
     field = "layers['counts']" if "counts" in adata.layers else "X"
-    check_counts(adata.layers["counts"] if "counts" in adata.layers else adata.X, file("counts"), field)
+    check_counts(adata.layers["counts"] if "counts" in adata.layers else adata.X, file("counts"), field,
+                 adata.obs_names, adata.var_names)
     if adata.var_names.has_duplicates:
         raise DataError(file("genes"), "gene names (var_names)", f"are duplicated: {_duplicates(adata.var_names)}",
                         "each gene must appear once; make the names unique or remove the repeated features")
@@ -176,7 +196,7 @@ def validate(adata: AnnData, *, source: str, label_key: str | None = "cell_type"
         raise DataError(file("cells"), "cell ids (obs_names)", f"are duplicated: {_duplicates(adata.obs_names)}",
                         "each cell id must appear once; was the file concatenated twice or are sections mixed?")
     if "spatial" in adata.obsm:
-        check_spatial(adata.obsm["spatial"], file("spatial"), "obsm['spatial']", adata.n_obs)
+        check_spatial(adata.obsm["spatial"], file("spatial"), "obsm['spatial']", adata.n_obs, adata.obs_names)
     elif require_spatial:
         raise DataError(file("spatial"), "obsm['spatial']", "is missing: no cell coordinates",
                         "spatial tasks need (x, y) per cell; read the section with its coordinates (spatial_key=)")

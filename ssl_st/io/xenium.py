@@ -28,16 +28,27 @@ import scipy.io
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .validate import ENSEMBL, DataError, read_csv, read_labels, summarise_names, validate, wrong_format_hint
+from .validate import (
+    ENSEMBL,
+    DataError,
+    check_spatial,
+    read_csv,
+    read_labels,
+    summarise_names,
+    validate,
+    wrong_format_hint,
+)
 
 GENE_EXPRESSION = "Gene Expression"
 H5 = "cell_feature_matrix.h5"
 MEX = "cell_feature_matrix"
 MEX_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
 CELL_TABLES = ("cells.parquet", "cells.csv.gz", "cells.csv")  # parquet first: faster, same content
-H5_DATASETS = ("data", "indices", "indptr", "shape", "barcodes", "features/id", "features/name", "features/feature_type")
+H5_DATASETS = ("data", "indices", "indptr", "shape", "barcodes",
+               "features/id", "features/name", "features/feature_type")
 
-Matrix = tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # counts, barcodes, ids, names, types
+# counts (barcodes x features), barcodes, feature ids, feature names, feature types
+Matrix = tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -49,27 +60,30 @@ def _read_h5(file: Path) -> Matrix:
     try:
         with h5py.File(file, "r") as handle:
             if "matrix" not in handle:
-                hint = " It holds an AnnData (X, obs, var): use read_h5ad." if {"X", "obs", "var"} <= set(handle) else ""
+                is_anndata = {"X", "obs", "var"} <= set(handle)
+                hint = " It holds an AnnData (X, obs, var): use read_h5ad." if is_anndata else ""
                 raise DataError(file, "group 'matrix'", f"is missing (top level has {sorted(handle)})",
                                 f"a 10x feature-barcode HDF5 keeps its counts under /matrix.{hint}")
             group = handle["matrix"]
             missing = [name for name in H5_DATASETS if name not in group]
             if missing:
                 raise DataError(file, f"datasets {['matrix/' + m for m in missing]}", "are missing",
-                                "the file is not a complete 10x feature-barcode matrix; copy cell_feature_matrix.h5 again")
+                                "the file is not a complete 10x feature-barcode matrix; copy it again")
             d = {name: group[name][()] for name in H5_DATASETS}
     except OSError as err:  # h5py's way of saying truncated, corrupt or not HDF5 at all
         raise DataError(file, "HDF5 file", f"could not be read ({err})",
                         "it is truncated or corrupt (interrupted download or copy?): fetch it again and compare its "
                         "size with the source, or use the MEX folder cell_feature_matrix/ instead") from err
     n_features, n_barcodes = (int(v) for v in d["shape"])
-    if len(d["indptr"]) != n_barcodes + 1 or len(d["barcodes"]) != n_barcodes or len(d["features/id"]) != n_features:
+    sizes = len(d["indptr"]) - 1, len(d["barcodes"]), len(d["features/id"])
+    if sizes != (n_barcodes, n_barcodes, n_features):
         raise DataError(file, "matrix/shape", f"is {[n_features, n_barcodes]} but the file holds {len(d['barcodes'])} "
                         f"barcodes, {len(d['features/id'])} features, {len(d['indptr'])} indptr entries",
                         "the file is inconsistent (corrupt); copy it again")
     # CSC over barcodes of a features x barcodes matrix is CSR of the barcodes x features matrix.
     counts = sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=(n_barcodes, n_features))
-    return counts, _text(d["barcodes"]), _text(d["features/id"]), _text(d["features/name"]), _text(d["features/feature_type"])
+    features = (_text(d[f"features/{key}"]) for key in ("id", "name", "feature_type"))
+    return counts, _text(d["barcodes"]), *features
 
 
 def _read_mex(folder: Path) -> Matrix:
@@ -80,9 +94,10 @@ def _read_mex(folder: Path) -> Matrix:
     features = read_csv(folder / "features.tsv.gz", "features.tsv.gz lists id, name, feature_type",
                         sep="\t", header=None, dtype=str)
     if features.shape[1] < 3:
-        raise DataError(folder / "features.tsv.gz", "columns", f"are {features.shape[1]}, expected id, name, feature_type",
+        raise DataError(folder / "features.tsv.gz", "columns", f"number {features.shape[1]}, expected 3",
                         "use the features.tsv.gz written by Xenium (three tab-separated columns, no header)")
-    barcodes = read_csv(folder / "barcodes.tsv.gz", "barcodes.tsv.gz lists one barcode per line", header=None, dtype=str)
+    barcodes = read_csv(folder / "barcodes.tsv.gz", "barcodes.tsv.gz lists one barcode per line",
+                        header=None, dtype=str)
     try:
         with gzip.open(folder / "matrix.mtx.gz", "rb") as handle:
             matrix = sp.csr_matrix(scipy.io.mmread(handle).T)  # features x barcodes on disk
@@ -90,8 +105,9 @@ def _read_mex(folder: Path) -> Matrix:
         raise DataError(folder / "matrix.mtx.gz", "contents", f"could not be read as Matrix Market ({err})",
                         "the file is truncated or corrupt; copy it again") from err
     if matrix.shape != (len(barcodes), len(features)):
-        raise DataError(folder / "matrix.mtx.gz", "shape", f"is {matrix.shape[::-1]} (features x barcodes) but there are "
-                        f"{len(features)} features and {len(barcodes)} barcodes", "the three files come from different runs")
+        raise DataError(folder / "matrix.mtx.gz", "shape", f"is {matrix.shape[::-1]} (features x barcodes) but "
+                        f"there are {len(features)} features and {len(barcodes)} barcodes",
+                        "the three files come from different runs; copy the folder again")
     return matrix, barcodes[0].to_numpy(object), *(features[i].to_numpy(object) for i in range(3))
 
 
@@ -111,10 +127,12 @@ def _read_cells(folder: Path) -> tuple[Path, pd.DataFrame]:
     missing = [c for c in ("cell_id", "x_centroid", "y_centroid") if c not in table.columns]
     if missing:
         raise DataError(file, f"column {missing[0]!r}", f"is missing (columns: {list(table.columns)[:8]})",
-                        "Xenium's cells table must have cell_id, x_centroid and y_centroid (is this a Xenium output folder?)")
+                        "Xenium's cells table must have cell_id, x_centroid and y_centroid "
+                        "(is this a Xenium output folder?)")
     table["cell_id"] = _text(table["cell_id"].to_numpy())
-    if table["cell_id"].duplicated().any():
-        raise DataError(file, "column 'cell_id'", f"repeats ids, e.g. {table['cell_id'][table['cell_id'].duplicated()].iloc[0]!r}",
+    repeated = table["cell_id"][table["cell_id"].duplicated()]
+    if len(repeated):
+        raise DataError(file, "column 'cell_id'", f"repeats ids, e.g. {repeated.iloc[0]!r}",
                         "each cell must have one row; the table may have been concatenated twice")
     return file, table.set_index("cell_id")
 
@@ -127,9 +145,10 @@ def read_xenium(path: str | Path, *, labels: str | Path | None = None, label_col
     """
     folder = Path(path)
     if not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise DataError(folder, "Xenium output folder", problem,
-                        "pass the folder holding cell_feature_matrix.h5 and cells.csv.gz." + wrong_format_hint(folder, "xenium"))
+        problem = "is a file, not a Xenium output folder" if folder.exists() else "does not exist"
+        raise DataError(folder, "path", problem,
+                        "pass the folder holding cell_feature_matrix.h5 and cells.csv.gz."
+                        + wrong_format_hint(folder, "xenium"))
     if (folder / H5).is_file():
         matrix_file, (counts, barcodes, ids, names, types) = folder / H5, _read_h5(folder / H5)
     elif (folder / MEX).is_dir():
@@ -149,33 +168,37 @@ def read_xenium(path: str | Path, *, labels: str | Path | None = None, label_col
     barcodes = pd.Index(barcodes.astype(str))
     without = ~barcodes.isin(cells.index)
     if without.any():
-        raise DataError(cells_file, "column 'cell_id'", f"has no row for {int(without.sum())} of the matrix's barcodes "
-                        f"(e.g. {barcodes[without][0]!r})",
-                        f"{matrix_file.name} and {cells_file.name} must come from the same Xenium run; copy both again")
+        raise DataError(cells_file, "column 'cell_id'", f"has no row for {int(without.sum())} of the matrix's "
+                        f"barcodes (e.g. {barcodes[without][0]!r})",
+                        f"{matrix_file.name} and {cells_file.name} must come from the same Xenium run; "
+                        "copy both again")
     extra_cells = int((~cells.index.isin(barcodes)).sum())  # segmented cells the matrix left out
     cells = cells.loc[barcodes]
-    xy = cells[["x_centroid", "y_centroid"]].to_numpy(np.float64)
+    xy = check_spatial(cells[["x_centroid", "y_centroid"]], cells_file, "columns x_centroid/y_centroid",
+                       len(cells), barcodes)
 
     names, ids = names.astype(str), ids.astype(str)[keep]
     symbols = names[keep]
     var = pd.DataFrame({
         # categorical, as anndata writes string columns anyway (an all-NaN object column cannot be written)
         "gene_symbols": pd.Categorical(symbols),
-        "gene_ids": pd.Categorical([i if ENSEMBL.match(i) else np.nan for i in ids]),  # custom probes: no Ensembl id
+        # custom (non-catalogue) probes may carry no Ensembl id
+        "gene_ids": pd.Categorical([i if ENSEMBL.match(i) else np.nan for i in ids]),
     }, index=pd.Index([s if s else i for s, i in zip(symbols, ids)], name=None))
     obs = cells.drop(columns=["x_centroid", "y_centroid"])
     obs.index = pd.Index(barcodes, name=None)
     adata = AnnData(X=gene_counts, obs=obs, var=var, obsm={"spatial": xy})
     adata.layers["counts"] = adata.X
     info: dict[str, object] = {
-        "format": "xenium", "source": str(folder), "matrix_file": matrix_file.name, "cells_file": cells_file.name,
+        "format": "xenium", "source": str(folder),
+        "matrix_file": matrix_file.name, "cells_file": cells_file.name,
         "dropped_controls": int((~keep).sum()), "dropped_control_counts": int(dropped_counts.sum()),
         "dropped_features": summarise_names(names[~keep]),
         "cells_without_counts": extra_cells,
     }
     for kind, n in by_kind.items():
         info["dropped_" + kind.lower().replace(" ", "_")] = int(n)
-    files = {"counts": str(matrix_file), "genes": str(matrix_file), "cells": str(matrix_file), "spatial": str(cells_file)}
+    files = dict.fromkeys(("counts", "genes", "cells"), str(matrix_file)) | {"spatial": str(cells_file)}
     if labels is not None:
         adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
         files["labels"] = str(labels)
