@@ -1,4 +1,4 @@
-"""``ssl-st embed``, ``ssl-st pretrain`` and ``ssl-st models pull``: the model zoo outside a grid."""
+"""``ssl-st embed``, ``pretrain``, ``models pull`` and ``data import|pull|list``: models and data outside a grid."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from .cli import app, err, fail, out
 
 models_app = typer.Typer(help="Published checkpoints: download and verify.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+data_app = typer.Typer(help="Datasets: import vendor outputs, download the study's files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 
 def _read_h5ad(path: Path, what: str):
@@ -151,18 +153,82 @@ def models_pull(
     """Download the published checkpoints and gene order, verifying sha256 checksums."""
     from ssl_st import hub
 
-    unknown = [n for n in names or [] if n not in hub.PUBLISHED]
+    _pull(hub.PUBLISHED, names, cache_dir, endpoint, force)
+
+
+
+def _pull(files: dict, names: list[str] | None, cache_dir, endpoint, force) -> None:
+    from ssl_st import hub
+
+    unknown = [n for n in names or [] if n not in files]
     if unknown:
-        raise fail(f"unknown file(s) {', '.join(unknown)}; choose from {', '.join(hub.PUBLISHED)}")
+        raise fail(f"unknown name(s) {', '.join(unknown)}; choose from {', '.join(files)}")
 
     def progress(name: str, done: int, total: int | None) -> None:
         if total and done == total:
             err.print(f"  {name}: {done / 1e6:.1f} MB", highlight=False)
 
     try:
-        paths = hub.pull(names or None, cache_dir=cache_dir, endpoint=endpoint, force=force, progress=progress)
+        paths = hub.pull([files[n] for n in names or files], cache_dir=cache_dir, endpoint=endpoint, force=force, progress=progress)
     except hub.HubError as exc:
         raise fail(str(exc)) from None
     for name, path in paths.items():
-        out.print(f"{name}: {path}")
+        out.print(f"{name}: {path}", soft_wrap=True, highlight=False)
 
+
+@data_app.command("pull")
+def data_pull(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets to fetch (default: all); see `ssl-st data list`.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache", help="Cache directory (default: $SSL_ST_CACHE or ~/.cache/ssl-st).")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Hub endpoint (default: $HF_ENDPOINT or https://huggingface.co).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if a verified copy is cached.")] = False,
+) -> None:
+    """Download the reusability study's datasets, verifying sha256 checksums."""
+    from ssl_st.datasets.registry import STUDY_DATASETS
+
+    _pull(STUDY_DATASETS, names, cache_dir, endpoint, force)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """The study's datasets that `ssl-st data pull` knows."""
+    from ssl_st.datasets.registry import STUDY_DATASETS
+
+    for name, f in STUDY_DATASETS.items():
+        out.print(f"{name:24s} {f.path_in_repo}  — {f.description}", highlight=False)
+
+
+@data_app.command("import")
+def data_import(
+    path: Annotated[Path, typer.Argument(help="A Xenium or MERSCOPE output folder, or an .h5ad file.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Standard AnnData to write (.h5ad).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label.")] = None,
+    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels.")] = None,
+    spatial_key: Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")] = None,
+    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with raw counts (or raw, X).")] = None,
+) -> None:
+    """Read what an instrument or portal produced into one standard AnnData (counts, coordinates, labels)."""
+    from ssl_st import io
+    from ssl_st.datasets import write_h5ad_atomic
+
+    options: dict = {}
+    if labels:
+        options["labels"] = labels
+    for key, value in (("label_key", label_key), ("spatial_key", spatial_key), ("counts_layer", counts_layer)):
+        if value:
+            options[key] = value
+    try:
+        adata = io.read(path, format=fmt, **options)
+    except io.DataError as exc:
+        raise fail(str(exc)) from None
+    except TypeError as exc:  # an option the chosen reader does not take
+        raise fail(f"{exc}; see `ssl-st data import --help` for which options apply to which format") from None
+    write_h5ad_atomic(adata, out_path)
+    info = adata.uns.get("ssl_st_import", {})
+    dropped = {k: v for k, v in info.items() if k.startswith("dropped_") and k != "dropped_features" and v}
+    out.print(
+        f"{out_path}: {adata.n_obs} cells x {adata.n_vars} genes ({info.get('format', fmt)})"
+        + (f"; dropped {dropped}" if dropped else ""),
+        highlight=False,
+    )

@@ -36,23 +36,37 @@ def _suggest(name: str, options: list[str]) -> str:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: the built-in simulator (``source: demo``) or an h5ad file on shared storage."""
+    """A dataset: the built-in simulator (``source: demo``), a vendor output folder (``xenium``,
+    ``merscope``) or an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns)."""
 
     name: str
-    source: Literal["demo", "h5ad"] = "demo"
+    source: Literal["demo", "h5ad", "xenium", "merscope"] = "demo"
     flavour: DemoFlavour | None = None
     path: str | None = None
     n_cells: int | None = None
     seed: int = 0  # generation seed of a demo dataset (not the grid seed)
     label_key: str = "cell_type"
+    labels: str | None = None  # xenium/merscope: a CSV of cell id -> label (10x: Barcode, Cluster)
+    spatial_key: str | None = None  # h5ad: obsm key of the coordinates (default spatial, X_spatial)
+    counts_layer: str | None = None  # h5ad: where the raw counts are (a layer, raw or X)
+    gene_symbols: str | None = None  # h5ad: var column of symbols
+    gene_ids: str | None = None  # h5ad: var column of Ensembl IDs
+    species: Literal["human", "mouse"] | None = None  # default human; the demo's slideseq-mouse is mouse
+    orthologs: str | None = None  # mouse: one-to-one ortholog table (CSV), or demo
 
     def __post_init__(self) -> None:
         if self.source == "demo" and self.flavour is None:
             raise ValueError(f"dataset '{self.name}': a demo dataset needs 'flavour' (atlas, merscope, xenium, slideseq, slideseq-mouse)")
-        if self.source == "h5ad" and not self.path:
-            raise ValueError(f"dataset '{self.name}': an h5ad dataset needs 'path'")
+        if self.source != "demo" and not self.path:
+            raise ValueError(f"dataset '{self.name}': a {self.source} dataset needs 'path'")
         if self.n_cells is not None and self.n_cells < 10:
             raise ValueError(f"dataset '{self.name}': n_cells must be at least 10")
+        if self.resolved_species == "mouse" and not self.orthologs:
+            raise ValueError(f"dataset '{self.name}': mouse data needs 'orthologs' (a one-to-one ortholog CSV, or demo)")
+
+    @property
+    def resolved_species(self) -> str:
+        return self.species or ("mouse" if self.flavour == "slideseq-mouse" else "human")
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class TaskSpec:
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
     normalize: Literal["cp10k", "median"] = "cp10k"
     pca_components: int = 64
+    min_coverage: float = 0.5  # a cell fails if fewer of the dataset's genes map onto the model's
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # fine-tune and supervised cells
     supervised_encoder: Architecture = field(default_factory=Architecture)  # network of `supervised`
 
@@ -224,12 +239,19 @@ def load_config(path: str | Path) -> ExperimentConfig:
             return value
         return str((base / value).resolve())
 
-    datasets = tuple(replace(d, path=absolute(d.path)) for d in config.datasets)
+    datasets = tuple(
+        replace(d, path=absolute(d.path), labels=absolute(d.labels), orthologs=absolute(d.orthologs))
+        for d in config.datasets
+    )
     models = tuple(
         replace(m, programs=absolute(m.programs), checkpoint=absolute(m.checkpoint), genes=absolute(m.genes))
         for m in config.models
     )
-    files = [(f"datasets[{i}].path", d.path, f"dataset '{d.name}'") for i, d in enumerate(datasets)]
+    files = [
+        (f"datasets[{i}].{key}", getattr(d, key), f"dataset '{d.name}'")
+        for i, d in enumerate(datasets)
+        for key in ("path", "labels", "orthologs")
+    ]
     for i, m in enumerate(models):
         files += [(f"models[{i}].{key}", getattr(m, key), f"model '{m.name}'") for key in ("programs", "checkpoint", "genes")]
     missing = [

@@ -104,6 +104,9 @@ class Plan:
 def _dataset_content(spec: DatasetSpec) -> dict[str, Any]:
     content = asdict(spec)
     content.pop("label_key")  # where labels live does not change the data
+    content["species"] = spec.resolved_species
+    for key in ("path", "labels", "orthologs"):
+        content[f"{key}_file"] = file_identity(content[key])
     return content
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import anndata as ad
 
-from ssl_st import datasets
+from ssl_st import datasets, io
+from ssl_st.datasets.simulate import ortholog_table
+from ssl_st.orthologs import read_orthologs, species_of, to_human
 from ssl_st.genes import Vocabulary
 from ssl_st.datasets.simulate import gene_programs
 from ssl_st.models import Architecture, SSLModel, pretrain
@@ -25,21 +27,37 @@ from .plan import Artifact, Cell
 Record = tuple[str, float]
 
 
+def load_dataset(spec: dict[str, Any]) -> ad.AnnData:
+    """A dataset spec (resolved, as in a data artifact) as a standard AnnData in human gene space."""
+    if spec["source"] == "demo":
+        adata = datasets.generate(spec["flavour"], seed=spec["seed"], n_cells=spec["n_cells"])
+    else:
+        options = {k: spec[k] for k in ("spatial_key", "counts_layer", "gene_symbols", "gene_ids") if spec.get(k)}
+        if spec["source"] == "h5ad":
+            options["label_key"] = None  # labels are checked by the task that uses them
+        elif spec.get("labels"):
+            options["labels"] = spec["labels"]
+        adata = io.read(spec["path"], format=spec["source"], **options)
+        if spec.get("n_cells") and spec["n_cells"] < adata.n_obs:
+            adata = adata[: spec["n_cells"]].copy()
+    seen = species_of(adata.var)
+    if seen is not None and seen != spec["species"]:
+        where = spec.get("path") or f"demo {spec['flavour']}"
+        raise io.DataError(
+            where, "var (gene IDs)", f"looks like {seen} data but the dataset is declared {spec['species']}",
+            f"set species: {seen}" + (" and orthologs: a one-to-one ortholog table" if seen == "mouse" else ""),
+        )
+    if spec["species"] == "mouse":
+        table = ortholog_table() if spec["orthologs"] == "demo" else read_orthologs(spec["orthologs"])
+        adata = to_human(adata, table)
+    return adata
+
+
 def build_data(artifact: Artifact, root: Path, *, rebuild: bool = False) -> Path:
     path = artifact.path(root)
     if artifact.is_built(root) and not rebuild:
         return path
-    spec = artifact.spec
-    if spec["source"] == "demo":
-        adata = datasets.generate(spec["flavour"], seed=spec["seed"], n_cells=spec["n_cells"])
-    else:
-        source = Path(spec["path"])
-        if not source.is_file():
-            raise FileNotFoundError(f"dataset '{artifact.name}': {source} does not exist; fix 'path' in the config")
-        adata = ad.read_h5ad(source)
-        if spec.get("n_cells") and spec["n_cells"] < adata.n_obs:
-            adata = adata[: spec["n_cells"]].copy()
-    return datasets.write_h5ad_atomic(adata, path)
+    return datasets.write_h5ad_atomic(load_dataset(artifact.spec), path)
 
 
 def _programs(source: str) -> dict[str, list[str]]:
@@ -98,6 +116,7 @@ def _celltype_config(cell: Cell) -> CellTypeConfig:
         split=tuple(task["split"]),
         target_sum=1e4 if task["normalize"] == "cp10k" else "median",
         pca_components=task.get("pca_components", 64),
+        min_coverage=task["min_coverage"],
     )
 
 

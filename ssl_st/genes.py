@@ -7,14 +7,18 @@ does not measure are zero-filled. Every mapping yields a :class:`Coverage` recor
 stores next to the metrics: a zero-shot F1 means little without knowing that 19,000 of 19,331 inputs
 were zeros.
 
-The reusability study matched lower-cased symbols only, even where Ensembl IDs existed; matching IDs
-first is strictly better (symbols get renamed, IDs do not).
+The reusability study matched lower-cased symbols only, even where Ensembl IDs existed, and so lost
+renamed genes (WARS -> WARS1 and KARS -> KARS1 on Xenium). Here IDs come first (symbols get renamed,
+IDs do not), and a symbol that matches nothing is tried under its current HGNC name.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +111,7 @@ class Coverage:
     vocabulary_genes: int  # genes the model reads
     mapped_by_id: int
     mapped_by_symbol: int
+    mapped_by_renamed_symbol: int = 0
 
     @property
     def dataset_fraction(self) -> float:
@@ -142,28 +147,40 @@ class GeneMapping:
         return sp.csr_matrix(sp.csr_matrix(matrix, dtype=np.float32) @ selector)
 
 
-def map_genes(var: pd.DataFrame, vocabulary: Vocabulary) -> GeneMapping:
-    """Match dataset genes to the vocabulary: Ensembl ID first, then case-insensitive symbol.
+@functools.cache
+def renamed_symbols() -> dict[str, str]:
+    """Previous -> current HGNC symbols shipped with ssl-st (lower-cased keys)."""
+    text = resources.files("ssl_st.resources").joinpath("renamed_symbols.tsv").read_text()
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")][1:]
+    return {previous.lower(): current for previous, current in rows}
+
+
+def map_genes(var: pd.DataFrame, vocabulary: Vocabulary, renamed: Mapping[str, str] | None = None) -> GeneMapping:
+    """Match dataset genes to the vocabulary: Ensembl ID first, then case-insensitive symbol, then a
+    renamed symbol's current name (``renamed``: previous -> current, default :func:`renamed_symbols`).
 
     Each vocabulary gene receives at most one dataset gene (the first match wins), so a duplicated
     symbol never sums two measurements.
     """
     genes = gene_table(var)
+    renamed = {k.lower(): v for k, v in (renamed_symbols() if renamed is None else renamed).items()}
     vocab_by_id = {gid: i for i, gid in reversed(list(enumerate(vocabulary.ids))) if gid}
     vocab_by_symbol = {s.lower(): i for i, s in reversed(list(enumerate(vocabulary.symbols))) if s}
     source: list[int] = []
     target: list[int] = []
     taken: set[int] = set()
-    by_id = by_symbol = 0
+    counts = {"id": 0, "symbol": 0, "renamed": 0}
     for row, (gid, symbol) in enumerate(zip(genes["id"], genes["symbol"])):
-        hit = vocab_by_id.get(gid) if isinstance(gid, str) else None
-        if hit is not None and hit not in taken:
-            by_id += 1
-        else:
-            hit = vocab_by_symbol.get(symbol.lower()) if isinstance(symbol, str) else None
-            if hit is None or hit in taken:
-                continue
-            by_symbol += 1
+        symbol = symbol.lower() if isinstance(symbol, str) else None
+        candidates = (
+            ("id", vocab_by_id.get(gid) if isinstance(gid, str) else None),
+            ("symbol", vocab_by_symbol.get(symbol) if symbol else None),
+            ("renamed", vocab_by_symbol.get(renamed.get(symbol, "").lower()) if symbol else None),
+        )
+        how, hit = next(((h, i) for h, i in candidates if i is not None and i not in taken), (None, None))
+        if hit is None:
+            continue
+        counts[how] += 1
         taken.add(hit)
         source.append(row)
         target.append(hit)
@@ -171,8 +188,9 @@ def map_genes(var: pd.DataFrame, vocabulary: Vocabulary) -> GeneMapping:
         dataset_genes=len(genes),
         mapped_genes=len(source),
         vocabulary_genes=len(vocabulary),
-        mapped_by_id=by_id,
-        mapped_by_symbol=by_symbol,
+        mapped_by_id=counts["id"],
+        mapped_by_symbol=counts["symbol"],
+        mapped_by_renamed_symbol=counts["renamed"],
     )
     return GeneMapping(np.asarray(source, dtype=np.int64), np.asarray(target, dtype=np.int64), coverage)
 

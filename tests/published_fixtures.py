@@ -266,11 +266,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         parts = self.path.split("?")[0].lstrip("/").split("/")
         if parts[0] == "cdn" and len(parts) == 2 and parts[1] in self.server.by_sha:
             return self._send_file(self.server.by_sha[parts[1]], hash_headers=False, send_body=send_body)
-        if len(parts) < 5 or parts[2] != "resolve" or unquote(parts[3]) != self.server.revision:
+        repo_parts = 3 if parts[0] in ("datasets", "spaces") else 2  # the hub's repo-type prefixes
+        if len(parts) < repo_parts + 3 or parts[repo_parts] != "resolve" or unquote(parts[repo_parts + 1]) != self.server.revision:
             return self._status(404)
         if hub.token is not None and auth != f"Bearer {hub.token}":
             return self._status(401)
-        rel = unquote("/".join(parts[:2])) + "/" + "/".join(unquote(p) for p in parts[4:])
+        rel = unquote("/".join(parts[:repo_parts])) + "/" + "/".join(unquote(p) for p in parts[repo_parts + 2 :])
         if rel not in hub.sha256:
             return self._status(404)
         if self.server.redirect:  # like the hub for LFS files: hash headers on the 302, bytes from a CDN

@@ -85,3 +85,12 @@ def test_missing_ids_stay_missing_and_symbols_take_over():
     var = pd.DataFrame({"gene_ids": ["ENSG00000000001", None]}, index=["TP53", "KRT7"])
     mapping = map_genes(var, VOCAB)
     assert (mapping.coverage.mapped_by_id, mapping.coverage.mapped_by_symbol) == (1, 1)
+
+
+def test_renamed_symbols_are_recovered():
+    # the study lost WARS and KARS on Xenium: the panel used the symbols from before their renaming
+    var = pd.DataFrame(index=["WARS", "KARS", "tp53"])
+    vocab = Vocabulary(("ENSG1", "ENSG2", "ENSG3"), ("WARS1", "KARS1", "TP53"))
+    cov = map_genes(var, vocab).coverage
+    assert (cov.mapped_by_symbol, cov.mapped_by_renamed_symbol, cov.mapped_genes) == (1, 2, 3)
+    assert map_genes(var, vocab, renamed={}).coverage.mapped_genes == 1

@@ -172,3 +172,28 @@ def test_every_method_and_mode_runs_in_the_grid(tmp_path, ray_address):
     assert {"macro_f1", "head_macro_f1", "best_epoch"} <= set(fine["metric"])
     assert set(fine["model"]) == {"rm", "gp", "bt", "published"}, cells
     assert (table[table["kind"] == "metric"]["value"].between(0, 1)).all()
+
+
+def test_mouse_through_orthologs_and_coverage_floor(tmp_path, ray_address):
+    extra = (
+        "  - {name: mouse, flavour: slideseq-mouse, n_cells: 400, orthologs: demo}\n"
+        "  - {name: mouse-as-human, flavour: slideseq-mouse, n_cells: 400, species: human}\n"
+    )
+    config = tiny_config(tmp_path, extra_datasets=extra)
+    text = config.read_text().replace("modes: [zero-shot, pca]", "modes: [pca]\n    datasets: [mouse, mouse-as-human, merscope]")
+    config.write_text(text.replace("pca_components: 16", "pca_components: 16\n    min_coverage: 0.99"))
+    results = tmp_path / "results"
+    run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    assert run.returncode == 1
+    table = ResultStore(results).table().to_pandas()
+    by_dataset = table.groupby("dataset")
+    # mouse genes reach the human vocabulary through orthologs
+    mouse = by_dataset.get_group("mouse")
+    assert (mouse["status"] == "done").all()
+    assert mouse[mouse["metric"] == "genes_mapped"]["value"].min() > 1000
+    # declared human, but the IDs are ENSMUSG: refused with the fix
+    wrong = by_dataset.get_group("mouse-as-human")
+    assert (wrong["status"] == "failed").all() and wrong["error"].str.contains("set species: mouse").all()
+    # merscope maps 300 of its 305 features (5 blank barcodes), under the 0.99 floor
+    floor = by_dataset.get_group("merscope")
+    assert (floor["status"] == "failed").all() and floor["error"].str.contains("min_coverage 99%").all()

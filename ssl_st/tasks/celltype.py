@@ -33,6 +33,11 @@ class CellTypeConfig:
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
     target_sum: TargetSum = 1e4
     pca_components: int = 64
+    min_coverage: float = 0.0  # fraction of the dataset's genes that must map onto the vocabulary
+
+
+class CoverageError(ValueError):
+    """Too few of a dataset's genes map onto a model's vocabulary for its results to mean anything."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,19 @@ def split_indices(n: int, seed: int, split: tuple[float, float, float]) -> tuple
     rest, test = train_test_split(rows, test_size=test_fraction, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed)
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def checked_input(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig):
+    """Model-space inputs, refusing datasets whose genes barely reach the vocabulary."""
+    inputs, coverage = model_input(adata, vocabulary, config.target_sum)
+    if coverage.mapped_genes == 0 or coverage.dataset_fraction < config.min_coverage:
+        raise CoverageError(
+            f"only {coverage.mapped_genes} of the dataset's {coverage.dataset_genes} genes "
+            f"({coverage.dataset_fraction:.0%}) map onto the {coverage.vocabulary_genes}-gene vocabulary "
+            f"(min_coverage {config.min_coverage:.0%}); check the gene identifiers in var (index, gene_ids, "
+            "feature_id, feature_name) and the species (mouse data needs orthologs), or lower min_coverage"
+        )
+    return inputs, coverage
 
 
 def labels(adata: AnnData, key: str) -> np.ndarray:
@@ -78,7 +96,7 @@ def _info(adata: AnnData, y: np.ndarray, train: np.ndarray, test: np.ndarray, co
 def zero_shot(adata: AnnData, model: SSLModel, config: CellTypeConfig, seed: int, device: str = "auto") -> TaskResult:
     y = labels(adata, config.label_key)
     train, _, test = split_indices(adata.n_obs, seed, config.split)
-    inputs, coverage = model_input(adata, model.vocabulary, config.target_sum)
+    inputs, coverage = checked_input(adata, model.vocabulary, config)
     embedding = model.embed(inputs, device=device)
     return TaskResult(knn_scores(embedding, y, train, test, config.k), _info(adata, y, train, test, coverage))
 
@@ -86,7 +104,7 @@ def zero_shot(adata: AnnData, model: SSLModel, config: CellTypeConfig, seed: int
 def pca_baseline(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig, seed: int) -> TaskResult:
     y = labels(adata, config.label_key)
     train, _, test = split_indices(adata.n_obs, seed, config.split)
-    inputs, coverage = model_input(adata, vocabulary, config.target_sum)
+    inputs, coverage = checked_input(adata, vocabulary, config)
     # Zero-filled vocabulary columns add nothing to PCA; dropping them keeps a 19k-gene space cheap.
     dense = inputs[:, np.unique(inputs.indices)].toarray()
     n_components = min(config.pca_components, len(train) - 1, dense.shape[1])

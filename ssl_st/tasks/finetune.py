@@ -31,8 +31,7 @@ from .. import metrics
 from ..genes import Vocabulary
 from ..models import Architecture, SSLModel, resolve_device
 from ..nn import Classifier
-from ..pp import model_input
-from .celltype import CellTypeConfig, TaskResult, _info, knn_scores, labels, split_indices
+from .celltype import CellTypeConfig, TaskResult, _info, checked_input, knn_scores, labels, split_indices
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of) -> 
     y_names = labels(adata, config.label_key)
     classes, y = np.unique(y_names, return_inverse=True)
     train, val, test = split_indices(adata.n_obs, seed, config.split)
-    x, coverage = model_input(adata, vocabulary, config.target_sum)
+    x, coverage = checked_input(adata, vocabulary, config)
     target = resolve_device(device)
     history = train_classifier(network, x, y, train, val, ft, seed=seed, device=target, trainable=trainable_of(network))
     scores = _evaluate(network, x, y_names, classes, train, test, config.k, target)
