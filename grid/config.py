@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from ssl_st.impute import ImputeConfig
 from ssl_st.models import Architecture
 from ssl_st.tasks import FineTuneConfig
 
@@ -40,7 +41,7 @@ class DatasetSpec:
     ``merscope``) or an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns)."""
 
     name: str
-    source: Literal["demo", "h5ad", "xenium", "merscope"] = "demo"
+    source: Literal["demo", "h5ad", "xenium", "merscope", "imputed"] = "demo"
     flavour: DemoFlavour | None = None
     path: str | None = None
     n_cells: int | None = None
@@ -53,11 +54,16 @@ class DatasetSpec:
     gene_ids: str | None = None  # h5ad: var column of Ensembl IDs
     species: Literal["human", "mouse"] | None = None  # default human; the demo's slideseq-mouse is mouse
     orthologs: str | None = None  # mouse: one-to-one ortholog table (CSV), or demo
+    base: str | None = None  # imputed: the dataset whose panel is imputed
+    impute: ImputeConfig | None = None  # imputed: method and its settings
+    impute_reference: str | None = None  # imputed: single-cell reference (default: the config's reference)
 
     def __post_init__(self) -> None:
         if self.source == "demo" and self.flavour is None:
             raise ValueError(f"dataset '{self.name}': a demo dataset needs 'flavour' (atlas, merscope, xenium, slideseq, slideseq-mouse)")
-        if self.source != "demo" and not self.path:
+        if self.source == "imputed" and (not self.base or self.impute is None):
+            raise ValueError(f"dataset '{self.name}': an imputed dataset needs 'base' (a dataset) and 'impute: {{method: spage|tangram}}'")
+        if self.source not in ("demo", "imputed") and not self.path:
             raise ValueError(f"dataset '{self.name}': a {self.source} dataset needs 'path'")
         if self.n_cells is not None and self.n_cells < 10:
             raise ValueError(f"dataset '{self.name}': n_cells must be at least 10")
@@ -200,6 +206,12 @@ class ExperimentConfig:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicated)}")
         datasets = [d.name for d in self.datasets]
         models = [m.name for m in self.models]
+        for d in self.datasets:
+            for role, ref in (("base", d.base), ("impute_reference", d.impute_reference)):
+                if ref is not None and ref not in datasets:
+                    raise ValueError(f"dataset '{d.name}': {role} '{ref}' is not a dataset{_suggest(ref, datasets)}")
+            if d.base is not None and self.dataset(d.base).source == "imputed":
+                raise ValueError(f"dataset '{d.name}': base '{d.base}' is itself imputed; impute a measured dataset")
         if self.reference not in datasets:
             raise ValueError(f"reference '{self.reference}' is not a dataset{_suggest(self.reference, datasets)}")
         for model in self.models:

@@ -110,9 +110,16 @@ def _dataset_content(spec: DatasetSpec) -> dict[str, Any]:
     return content
 
 
-def _data_artifact(spec: DatasetSpec) -> Artifact:
+def _data_artifact(spec: DatasetSpec, config: ExperimentConfig | None = None) -> Artifact:
     content = _dataset_content(spec)
-    return Artifact("data", spec.name, content_hash(content), content)
+    if spec.source != "imputed":
+        return Artifact("data", spec.name, content_hash(content), content)
+    assert config is not None, "an imputed dataset is resolved against its config"
+    base = _data_artifact(config.dataset(spec.base))
+    reference = _data_artifact(config.dataset(spec.impute_reference or config.reference))
+    content = {**content, "base": base.spec, "impute_reference": reference.spec}
+    inputs = {"base": base.key, "reference": reference.key}
+    return Artifact("data", spec.name, content_hash(content), content, inputs)
 
 
 def file_identity(path: str | None) -> dict[str, Any] | None:
@@ -171,6 +178,10 @@ def expand(config: ExperimentConfig) -> Plan:
 
     def register(artifact: Artifact) -> str:
         artifacts.setdefault(artifact.key, artifact)
+        for role, key in artifact.inputs.items():  # an imputed dataset's base and reference
+            if key not in artifacts:
+                name = artifact.spec["base"]["name"] if role == "base" else artifact.spec["impute_reference"]["name"]
+                register(_data_artifact(config.dataset(name), config))
         return artifact.key
 
     vocabulary = config.dataset(config.reference)
@@ -180,7 +191,7 @@ def expand(config: ExperimentConfig) -> Plan:
     for task in config.tasks:
         for dataset_name in task.datasets or default_datasets:
             dataset = config.dataset(dataset_name)
-            data_key = register(_data_artifact(dataset))
+            data_key = register(_data_artifact(dataset, config))
             for mode in task.modes:
                 model_names: list[str | None] = [None]
                 if mode in MODEL_MODES:

@@ -48,6 +48,7 @@ class PublishedFile:
     sha256: str | None = None  # None: take it from the lock, else from the hub's X-Linked-Etag
     size: int | None = None
     description: str = ""
+    url: str | None = None  # a file outside the hub (e.g. a repository's raw file); its server sends no hash
 
 
 PUBLISHED: dict[str, PublishedFile] = {
@@ -83,6 +84,8 @@ def local_path(file: str | PublishedFile, cache_dir: str | Path | None = None) -
 
 def resolve_url(file: str | PublishedFile, endpoint: str | None = None) -> str:
     f, base = _lookup(file), (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if f.url is not None:
+        return f.url
     revision = urllib.parse.quote(f.revision, safe="")  # refs/pr/1 is one path segment, as on the hub
     return f"{base}/{f.repo}/resolve/{revision}/{urllib.parse.quote(f.path_in_repo)}"
 

@@ -47,3 +47,17 @@ def test_pull_a_study_dataset_from_a_local_hub(tmp_path):
     assert np.array_equal(ad.read_h5ad(local).X.toarray(), ad.read_h5ad(served).X.toarray())
     unknown = run_cli("data", "pull", "merfish", "--cache", str(tmp_path / "cache"))
     assert unknown.returncode == 2 and "merscope-human-neocortex" in unknown.stderr
+
+
+def test_a_file_outside_the_hub_is_fetched_from_its_own_url(tmp_path):
+    from ssl_st import hub
+
+    served = tmp_path / "srv" / "owner" / "repo" / "orthologs.csv"
+    served.parent.mkdir(parents=True)
+    served.write_text("Mouse_Ensembl_ID,Human_Ensembl_ID\nENSMUSG00000000001,ENSG00000000001\n")
+    with pf.serve_directory(tmp_path / "srv") as url:
+        f = hub.PublishedFile("orthologs", "owner/repo", "orthologs.csv", url=f"{url}/owner/repo/resolve/main/orthologs.csv")
+        assert hub.resolve_url(f, endpoint="http://unused.invalid") == f.url
+        path = hub.pull([f], cache_dir=tmp_path / "cache")["orthologs"]
+    assert path.read_text() == served.read_text()
+    assert hub.read_lock(tmp_path / "cache")["orthologs"]["sha256"] == hub.sha256_file(path)

@@ -197,3 +197,19 @@ def test_mouse_through_orthologs_and_coverage_floor(tmp_path, ray_address):
     # merscope maps 300 of its 305 features (5 blank barcodes), under the 0.99 floor
     floor = by_dataset.get_group("merscope")
     assert (floor["status"] == "failed").all() and floor["error"].str.contains("min_coverage 99%").all()
+
+
+def test_an_imputed_panel_is_a_dataset_like_any_other(tmp_path, ray_address):
+    extra = "  - {name: xenium-spage, source: imputed, base: xenium, impute: {method: spage, n_pv: 10, k: 20}}\n"
+    config = tiny_config(tmp_path, extra_datasets=extra)
+    config.write_text(config.read_text().replace("modes: [zero-shot, pca]", "modes: [pca]\n    datasets: [xenium-spage]"))
+    results = tmp_path / "results"
+    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    table = ResultStore(results).table().to_pandas()
+    assert (table["status"] == "done").all() and set(table["dataset"]) == {"xenium-spage"}
+    r = table[table["metric"] == "imputation_holdout_r"]["value"]
+    assert len(r) == 2 and (r > 0.05).all()  # held-out panel genes are recovered better than chance
+    coverage = table[table["metric"] == "genes_mapped"]["value"]
+    assert (coverage > 1000).all()  # the panel now reaches thousands of vocabulary genes
+    artifact = next((results / "artifacts" / "data").glob("xenium-spage-*.h5ad"))
+    assert len(ad.read_h5ad(artifact).uns["ssl_st_imputation"]["holdout_pearson_r"]) == 8

@@ -5,9 +5,10 @@ under the names the study's notebooks read from ``../../dataset/``. Checksums fo
 :mod:`ssl_st.hub`: the hub announces each LFS object's sha256, the first verified download pins it in
 the cache's lock file, and every later pull (on any machine given the lock) must match it.
 
-The mouse-human ortholog table the study used is ``reusability_ssl_in_scg/slide_seq_mouse_kidney/
-ensembl_homologs.csv`` in the study's code repository (CSHCY/Reusability_SSL_in_SCG; Ensembl
-one-to-one orthologs): download it from there and pass it as ``orthologs:``.
+The mouse-human ortholog table the study used (``ensembl_homologs.csv``, Ensembl one-to-one
+orthologs, in its code repository CSHCY/Reusability_SSL_in_SCG) is pulled from that repository's raw
+file. GitHub announces no sha256, so its first verified download is pinned in the lock (with a
+warning) and every later pull must match that pin.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from __future__ import annotations
 from ..hub import PublishedFile
 
 REPO = "datasets/ChuangyiHan/NatureMachineIntelligence-DatasetsForTransferabilityofSSLModels"
+ORTHOLOGS_URL = (
+    "https://raw.githubusercontent.com/CSHCY/Reusability_SSL_in_SCG/main/"
+    "reusability_ssl_in_scg/slide_seq_mouse_kidney/ensembl_homologs.csv"
+)
 
 
 def _file(name: str, path: str, description: str) -> PublishedFile:
@@ -36,5 +41,11 @@ STUDY_DATASETS: dict[str, PublishedFile] = {
               "single-cell human neocortex, 232,328 cells, pre-filtered to scTab genes"),
         _file("hit-ca4-dgc", "HiT_CA4_DGC_filtered.h5ad", "single-cell hippocampus CA4/DGC, 56,367 cells"),
         _file("human-great-apes", "Human_Great_Apes_filtered.h5ad", "single-cell great apes, 156,285 cells"),
+        PublishedFile(
+            "ensembl-homologs", "CSHCY/Reusability_SSL_in_SCG",
+            "reusability_ssl_in_scg/slide_seq_mouse_kidney/ensembl_homologs.csv",
+            description="the study's mouse-human one-to-one orthologs (Ensembl), for `orthologs:`",
+            url=ORTHOLOGS_URL,
+        ),
     )
 }  # fmt: skip

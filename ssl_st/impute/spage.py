@@ -3,7 +3,8 @@
 Follows ``SpaGE/main.py`` of Abdelaal et al. (2020), which builds on PRECISE (Mourragui et al. 2019):
 
 1. z-score every shared gene within each dataset (its own mean and standard deviation);
-2. PCA of each z-scored dataset (``n_pv`` components; both bases have orthonormal rows);
+2. PCA of each z-scored dataset (``n_pv`` components; both bases have orthonormal rows; computed by
+   ``eigh`` of the genes x genes scatter matrix rather than PRECISE's sklearn PCA);
 3. SVD of the cross-product of the two bases, ``P_ref P_sp^T = U diag(s) V^T``; the principal vectors
    are ``U^T P_ref`` (reference side) and ``V P_sp`` (spatial side), paired, with cosine ``s_i``;
 4. keep the pairs with cosine similarity > 0.3 (SpaGE's ``Effective_n_pv``);
@@ -23,8 +24,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 # SpaGE keeps principal-vector pairs whose cosine similarity exceeds this value.
 MIN_PV_SIMILARITY = 0.3
@@ -37,15 +38,27 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
+def pca_components(x: np.ndarray, n_components: int) -> np.ndarray:
+    """Top principal axes (``n_components x genes``, orthonormal rows) of the centred rows of ``x``.
+
+    From the eigendecomposition of the genes x genes scatter matrix: the same axes as a PCA by SVD of
+    the cells x genes matrix, but a panel has only a few hundred genes, so this is one small ``eigh``
+    (and much less exposed to BLAS thread contention than a full SVD of 10^4 cells). The signs of the
+    axes are arbitrary, which changes neither the principal vectors' span nor cosine distances.
+    """
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(eigenvalues)[::-1][:n_components]
+    return eigenvectors[:, order].T
+
+
 def principal_vectors(ref: np.ndarray, spatial: np.ndarray, n_pv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PRECISE principal vectors of two z-scored matrices on the same genes.
 
     Returns the reference-side vectors, the spatial-side vectors (both ``n_pv x genes``) and the
     cosine similarity of each pair (descending).
     """
-    # 'full' SVD: deterministic, and the matrices are at most cells x a few hundred genes
-    p_ref = PCA(n_components=n_pv, svd_solver="full").fit(ref).components_
-    p_sp = PCA(n_components=n_pv, svd_solver="full").fit(spatial).components_
+    p_ref, p_sp = pca_components(ref, n_pv), pca_components(spatial, n_pv)
     u, similarity, vt = np.linalg.svd(p_ref @ p_sp.T)
     return u.T @ p_ref, vt @ p_sp, similarity
 
@@ -82,7 +95,10 @@ def spage_weights(
     """Spatial-cell x reference-cell weights from log-normalised training genes of both datasets."""
     ref_z, sp_z = zscore(ref_log), zscore(spatial_log)
     n_components = int(min(n_pv, ref_z.shape[1], ref_z.shape[0], sp_z.shape[0]))
-    pv_ref, _, similarity = principal_vectors(ref_z, sp_z, n_components)
+    # Single-threaded BLAS: these are panel-sized (genes x genes) problems, where threads buy nothing
+    # and, next to torch's own thread pool on a busy machine, made one small eigh take seconds.
+    with threadpool_limits(limits=1, user_api="blas"):
+        pv_ref, _, similarity = principal_vectors(ref_z, sp_z, n_components)
     # at least one vector, where SpaGE would fail on an empty projection
     effective = max(1, int((similarity > MIN_PV_SIMILARITY).sum()))
     basis = pv_ref[:effective].T.astype(np.float32)
