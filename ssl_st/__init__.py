@@ -2,8 +2,13 @@
 
 Submodules are grouped by role, scanpy style:
 
-- :mod:`ssl_st.datasets` — built-in demo data (a seeded simulator) and its on-disk cache;
+- :mod:`ssl_st.datasets` — built-in demo data (a seeded simulator), its cache, the study's file registry;
+- :mod:`ssl_st.io` — readers of vendor outputs (Xenium, MERSCOPE, h5ad) into one standard AnnData;
 - :mod:`ssl_st.genes` — the gene space: mapping a dataset onto a model's vocabulary;
+- :mod:`ssl_st.orthologs` — mouse data in human gene space through one-to-one orthologs;
+- :mod:`ssl_st.impute` — imputation of unmeasured panel genes from a single-cell reference;
+- :mod:`ssl_st.programs` — gene programs (GMT) for GP Mask;
+- :mod:`ssl_st.hub` — checksummed downloads of published files;
 - :mod:`ssl_st.pp` — preprocessing (per-cell scaling, log1p);
 - :mod:`ssl_st.nn` — pure ``torch.nn`` networks with the upstream layouts;
 - :mod:`ssl_st.models` — user-facing model classes, training loops and checkpoints;
