@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .validate import DataError, check_spatial, read_csv, read_labels, summarise_names, validate, wrong_format_hint
+from .validate import DataError, check_spatial, finish_import, read_csv, summarise_names, wrong_format_hint
 
 COUNTS = "cell_by_gene.csv"
 METADATA = "cell_metadata.csv"
@@ -115,9 +115,4 @@ def read_merscope(path: str | Path, *, labels: str | Path | None = None, label_c
         "dropped_features": summarise_names(blank_names), "cells_without_counts": extra_cells,
     }
     files = dict.fromkeys(("counts", "genes", "cells"), str(counts_file)) | {"spatial": str(meta_file)}
-    if labels is not None:
-        adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
-        files["labels"] = str(labels)
-    adata.uns["ssl_st_import"] = info
-    validate(adata, source=str(folder), label_key="cell_type" if labels is not None else None, files=files)
-    return adata
+    return finish_import(adata, folder, info, files, labels, label_column)

@@ -207,3 +207,20 @@ def validate(adata: AnnData, *, source: str, label_key: str | None = "cell_type"
         if adata.obs[label_key].isna().all():
             raise DataError(file("labels"), f"obs['{label_key}']", "holds no labels (all missing)",
                             "use the column that holds the cell types, or label_key=None")
+
+
+def finish_import(
+    adata: AnnData,
+    folder: Path,
+    info: dict[str, object],
+    files: dict[str, str],
+    labels: str | Path | None,
+    label_column: str | None,
+) -> AnnData:
+    """The common end of the folder readers: attach labels, record the import, validate."""
+    if labels is not None:
+        adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
+        files["labels"] = str(labels)
+    adata.uns["ssl_st_import"] = info
+    validate(adata, source=str(folder), label_key="cell_type" if labels is not None else None, files=files)
+    return adata

@@ -32,10 +32,9 @@ from .validate import (
     ENSEMBL,
     DataError,
     check_spatial,
+    finish_import,
     read_csv,
-    read_labels,
     summarise_names,
-    validate,
     wrong_format_hint,
 )
 
@@ -199,9 +198,4 @@ def read_xenium(path: str | Path, *, labels: str | Path | None = None, label_col
     for kind, n in by_kind.items():
         info["dropped_" + kind.lower().replace(" ", "_")] = int(n)
     files = dict.fromkeys(("counts", "genes", "cells"), str(matrix_file)) | {"spatial": str(cells_file)}
-    if labels is not None:
-        adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
-        files["labels"] = str(labels)
-    adata.uns["ssl_st_import"] = info
-    validate(adata, source=str(folder), label_key="cell_type" if labels is not None else None, files=files)
-    return adata
+    return finish_import(adata, folder, info, files, labels, label_column)
