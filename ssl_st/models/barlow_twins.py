@@ -33,9 +33,9 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..genes import Vocabulary
-from .base import Architecture, SSLModel, resolve_device
+from .base import Architecture, SSLModel
 from .lars import LARS, warmup_cosine
-from .training import LoopConfig, OptimizerFactory, fit
+from .training import LoopConfig, OptimizerFactory, pretrain_network
 
 NEGBIN_TOTAL_COUNT = 10
 NOISE_TARGET_SUM = 1e4
@@ -146,25 +146,14 @@ def pretrain_barlow_twins(
     log_dir: str | Path | None = None,
 ) -> SSLModel:
     """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
-    torch.manual_seed(seed)
-    network = architecture.build(len(vocabulary), "barlow-twins")
     objective = partial(
         barlow_twins_loss,
         lambd=config.lambd,
         negbin_intensity=config.negbin_intensity,
         dropout_intensity=config.dropout_intensity,
     )
-    history = fit(
-        network,
-        objective,
-        inputs,
-        config.loop(),
-        seed=seed,
-        device=resolve_device(device),
-        on_epoch=on_epoch,
-        make_optimizer=lars_factory(config),
-        log_dir=log_dir,
-    )
-    network.cpu()
-    training = {**asdict(config), "seed": seed, **history}
-    return SSLModel(network, vocabulary, architecture, "barlow-twins", training)
+    return pretrain_network(
+        "barlow-twins", inputs, vocabulary, architecture, objective, config.loop(),
+        seed=seed, device=device, on_epoch=on_epoch, log_dir=log_dir,
+        make_optimizer=lars_factory(config), training=asdict(config),
+    )  # fmt: skip

@@ -24,8 +24,8 @@ import torch
 
 from ..genes import Vocabulary
 from ..programs import program_mask
-from .base import Architecture, SSLModel, resolve_device
-from .training import AdamWConfig, Objective, fit
+from .base import Architecture, SSLModel
+from .training import AdamWConfig, Objective, pretrain_network
 
 
 @dataclass(frozen=True)
@@ -82,24 +82,13 @@ def pretrain_gp_mask(
             f"none of the {len(programs)} gene programs shares a symbol with the model's "
             f"{len(vocabulary)}-gene vocabulary; check that they use the same species and symbol type"
         )
-    torch.manual_seed(seed)
-    network = architecture.build(len(vocabulary))
-    history = fit(
-        network,
-        gp_mask_loss(torch.from_numpy(membership), config.program_rate),
-        inputs,
-        config.loop(),
-        seed=seed,
-        device=resolve_device(device),
-        on_epoch=on_epoch,
-        log_dir=log_dir,
-    )
-    network.cpu()
     training = {
         **asdict(config),
-        "seed": seed,
         "n_programs": len(names),
         "median_program_size": float(np.median(membership.sum(axis=1))),
-        **history,
     }
-    return SSLModel(network, vocabulary, architecture, "gp-mask", training)
+    return pretrain_network(
+        "gp-mask", inputs, vocabulary, architecture,
+        gp_mask_loss(torch.from_numpy(membership), config.program_rate), config.loop(),
+        seed=seed, device=device, on_epoch=on_epoch, log_dir=log_dir, training=training,
+    )  # fmt: skip

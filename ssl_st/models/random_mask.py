@@ -15,8 +15,8 @@ import scipy.sparse as sp
 import torch
 
 from ..genes import Vocabulary
-from .base import Architecture, SSLModel, resolve_device
-from .training import AdamWConfig, fit
+from .base import Architecture, SSLModel
+from .training import AdamWConfig, pretrain_network
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,7 @@ def pretrain_random_mask(
     log_dir: str | Path | None = None,
 ) -> SSLModel:
     """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
-    torch.manual_seed(seed)
-    network = architecture.build(len(vocabulary))
-    history = fit(
-        network,
-        random_mask_loss(config.mask_rate),
-        inputs,
-        config.loop(),
-        seed=seed,
-        device=resolve_device(device),
-        on_epoch=on_epoch,
-        log_dir=log_dir,
-    )
-    network.cpu()
-    return SSLModel(network, vocabulary, architecture, "random-mask", {**asdict(config), "seed": seed, **history})
+    return pretrain_network(
+        "random-mask", inputs, vocabulary, architecture, random_mask_loss(config.mask_rate), config.loop(),
+        seed=seed, device=device, on_epoch=on_epoch, log_dir=log_dir, training=asdict(config),
+    )  # fmt: skip

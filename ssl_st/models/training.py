@@ -145,3 +145,32 @@ def _evaluate(network, objective, inputs, rows, batch_size, device, seed) -> flo
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     total = sum(float(objective(network, b, gen)) * len(b) for b in _batches(inputs, rows, batch_size, device))
     return total / len(rows)
+
+
+def pretrain_network(
+    method: str,
+    inputs: sp.csr_matrix,
+    vocabulary,
+    architecture,
+    objective: Objective,
+    config: LoopConfig,
+    *,
+    seed: int,
+    device: str,
+    on_epoch: EpochCallback | None = None,
+    log_dir: str | Path | None = None,
+    make_optimizer: OptimizerFactory | None = None,
+    training: dict | None = None,
+):
+    """The common run of every pretraining method: seeded init of the method's network, :func:`fit`,
+    and an :class:`~ssl_st.models.SSLModel` whose ``training`` record holds ``training`` + history."""
+    from .base import SSLModel, resolve_device  # base imports nothing from here; avoid a cycle anyway
+
+    torch.manual_seed(seed)
+    network = architecture.build(len(vocabulary), method)
+    history = fit(
+        network, objective, inputs, config, seed=seed, device=resolve_device(device),
+        on_epoch=on_epoch, make_optimizer=make_optimizer, log_dir=log_dir,
+    )  # fmt: skip
+    network.cpu()
+    return SSLModel(network, vocabulary, architecture, method, {**(training or {}), "seed": seed, **history})
