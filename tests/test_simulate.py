@@ -148,7 +148,7 @@ def test_section_layout(sections: dict[str, ad.AnnData], flavour: str) -> None:
     xy = adata.obsm["spatial"]
     assert xy.shape == (N_SECTION, 2) and xy.dtype == np.float64
     assert xy.min() >= 0 and 1800 < xy[:, 0].max() <= 2000 and 1300 < xy[:, 1].max() <= 1500
-    assert list(adata.obs["domain"].cat.categories) == list(sim.DOMAINS)
+    assert list(adata.obs["layer"].cat.categories) == list(sim.DOMAINS)
     assert (adata.obs["section_id"] == f"{flavour}-0").all()
     assert adata.uns["simulation"]["flavour"] == flavour
 
@@ -186,7 +186,7 @@ def test_slideseq_shapes(sections: dict[str, ad.AnnData], atlas: ad.AnnData) -> 
 @pytest.mark.parametrize("flavour", sim.FLAVOURS)
 def test_domains_are_bands_with_distinct_mixes(sections: dict[str, ad.AnnData], flavour: str) -> None:
     adata = sections[flavour]
-    xy, domain = adata.obsm["spatial"], adata.obs["domain"]
+    xy, domain = adata.obsm["spatial"], adata.obs["layer"]
     mean_y = [xy[(domain == d).to_numpy(), 1].mean() for d in sim.DOMAINS]
     assert np.all(np.diff(mean_y) > 0)
     # contiguous bands: a cell's spatial neighbours are mostly in its own domain

@@ -33,7 +33,7 @@ __all__ = ["FLAVOURS", "World", "world", "simulate_atlas", "simulate_section",
 
 FLAVOURS: tuple[str, ...] = ("merscope", "xenium", "slideseq", "slideseq-mouse")
 # Part of every cache key: bump whenever a change alters the generated data for a given seed.
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2  # 2: the ground-truth domain column is obs["layer"] (was "domain")
 N_GENES = 3000
 N_CELL_TYPES = 14
 DOMAINS: tuple[str, ...] = ("L1", "L2/3", "L4", "L5", "L6", "WM")
@@ -416,7 +416,8 @@ def simulate_section(flavour: str, n_cells: int = 5000, *, seed: int = 0, world_
     section_id = f"{flavour}-{seed}"
     obs = pd.DataFrame(
         {"cell_type": pd.Categorical.from_codes(types, w.type_names),
-         "domain": pd.Categorical.from_codes(domain, DOMAINS), "section_id": section_id},
+         # "layer", not "domain": obs["domain"] is where domain finders write their answer
+         "layer": pd.Categorical.from_codes(domain, DOMAINS), "section_id": section_id},
         index=pd.Index([f"{section_id}-{i:06d}" for i in range(n_cells)]))
     obsm = {"spatial": xy} | ({} if panel else {"X_spatial": xy.copy()})
     params = {"flavour": flavour, "seed": seed, "world_seed": world_seed, "n_cells": n_cells,
