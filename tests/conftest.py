@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 # Tiny networks gain nothing from intra-op threads, and the Ray workers of the shared instance run
 # beside this process on the same cores: one thread each avoids oversubscription stalls.
 torch.set_num_threads(1)
+threadpool_limits(1)  # the same for sklearn's BLAS/OpenMP pools (mixture fits stalled 100x without it)
 
 REPO = Path(__file__).resolve().parents[1]
 

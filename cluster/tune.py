@@ -1,0 +1,218 @@
+"""Tuning of spatial-domain settings with Ray Tune and Optuna, without looking at the labels.
+
+A published ARI is only honest if the settings that produced it were chosen without the ground
+truth. :func:`tune_domains` therefore optimises a *label-free* score by default:
+
+    score = count_fit × (spatial coherence + expression separation) / 2
+
+- spatial coherence = 1 − PAS: domains should be contiguous patches, not salt and pepper;
+- expression separation = (silhouette of the domains on a fixed reference representation + 1) / 2:
+  the PCA of the method's *input*, the same for every trial, so a trial cannot win by reshaping its
+  own embedding; this keeps the search from preferring an over-smoothed graph that draws smooth
+  but meaningless stripes;
+- count_fit = min(found, wanted) / max(found, wanted): a Leiden head must reach ``n_domains``.
+
+``objective="oracle"`` optimises ARI against the labels instead. It exists to measure the upper
+bound that tuning could reach; its results say ``oracle`` wherever they are stored.
+
+Each trial runs :func:`cluster.domains.find_domains` once on the whole section (one report per
+trial, so an early-stopping scheduler such as ASHA has nothing to stop). Optuna's TPE proposes the
+settings; Ray places the trials with the resources given, so trials run side by side on a laptop
+and spread over a cluster. The experiment directory is the checkpoint: calling again with the same
+``storage`` resumes an interrupted run (finished trials are kept, unfinished ones rerun).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .domains import DomainConfig, find_domains, representation
+
+Objective = Literal["label-free", "oracle"]
+TUNABLE = ("epochs", "learning_rate", "k", "radius", "resolution", "alpha", "beta", "n_layers", "pca_components")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One dimension of the search: a range (``low``..``high``, optionally log-scaled or integer)
+    or a list of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is None and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError("a tuned parameter needs low < high, or choices")
+        if self.log and self.choices is None and self.low is not None and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+
+    def distribution(self) -> Any:
+        import optuna.distributions as d
+
+        if self.choices is not None:
+            return d.CategoricalDistribution(list(self.choices))
+        if self.integer:
+            return d.IntDistribution(int(self.low), int(self.high), log=self.log)
+        return d.FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    space: dict[str, Parameter]
+    num_samples: int = 12
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    def __post_init__(self) -> None:
+        wrong = sorted(set(self.space) - set(TUNABLE))
+        if wrong:
+            raise ValueError(f"cannot tune '{wrong[0]}'; tunable settings: {', '.join(TUNABLE)}")
+        if not self.space:
+            raise ValueError("the search space is empty; name at least one setting to tune")
+        if self.num_samples < 1 or self.max_concurrent < 1:
+            raise ValueError("num_samples and max_concurrent must be at least 1")
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    best: DomainConfig
+    score: float  # the optimised objective of the best trial
+    metrics: dict[str, float]  # everything the best trial measured
+    trials: pd.DataFrame = field(repr=False)  # one row per trial: its settings, score and metrics
+    objective: Objective = "label-free"
+    resumed: bool = False
+
+
+def label_free_score(
+    coords: np.ndarray, domains: np.ndarray, reference: np.ndarray, n_domains: int | None, *, seed: int = 0
+) -> dict[str, float]:
+    """The label-free objective and its parts (see the module docstring)."""
+    from sklearn.metrics import silhouette_score
+
+    from .metrics import pas
+
+    n_found = len(np.unique(domains))
+    coherence = 1.0 - pas(coords, domains)
+    if n_found < 2:
+        separation = 0.0
+    else:
+        sample = min(len(domains), 3000)
+        separation = (silhouette_score(reference, domains, sample_size=sample, random_state=seed) + 1.0) / 2.0
+    count_fit = 1.0 if n_domains is None else min(n_found, n_domains) / max(n_found, n_domains)
+    return {
+        "label_free_score": count_fit * (coherence + separation) / 2.0,
+        "coherence": coherence,
+        "separation": float(separation),
+        "count_fit": count_fit,
+    }
+
+
+def _trial(params: dict[str, Any], *, adata: AnnData, base: DomainConfig, reference: np.ndarray,
+           objective: Objective, labels: str | None, spatial_key: str, seed: int) -> None:
+    import torch
+    from ray import tune
+    from threadpoolctl import threadpool_limits
+
+    from .domains import output_key, score_domains
+
+    threads = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    section = adata.copy()  # the shared copy in the object store is read-only
+    config = replace(base, **params)
+    key = output_key(labels)
+    find_domains(section, config, seed=seed, key_added=key)
+    metrics = score_domains(section, key=key, labels=labels, spatial_key=spatial_key, library_key=base.library_key)
+    domains = section.obs[key].to_numpy()
+    metrics.update(label_free_score(np.asarray(section.obsm[spatial_key]), domains, reference, base.n_domains, seed=seed))
+    metrics["score"] = metrics["ari"] if objective == "oracle" else metrics["label_free_score"]
+    tune.report(metrics)
+
+
+def tune_domains(
+    adata: AnnData,
+    base: DomainConfig,
+    settings: TuneSettings,
+    *,
+    objective: Objective = "label-free",
+    storage: str | Path,
+    labels: str | None = None,
+    spatial_key: str = "spatial",
+    seed: int = 0,
+) -> TuneOutcome:
+    """Search ``settings.space`` around ``base`` and return the best settings.
+
+    ``storage`` is the experiment directory; if it holds an interrupted run of the same search,
+    the run resumes. ``labels`` is used for reporting in label-free mode and for the objective in
+    oracle mode. Starts a local Ray instance if none is connected.
+    """
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    if objective not in ("label-free", "oracle"):
+        raise ValueError(f"objective must be label-free or oracle, not '{objective}'")
+    if objective == "oracle" and labels is None:
+        raise ValueError("the oracle objective tunes on labels: name the label column (labels=...)")
+    if labels is not None and labels not in adata.obs:
+        raise KeyError(f"obs['{labels}'] not found; name the column of ground-truth domains")
+    storage = Path(storage).resolve()
+    reference = representation(adata, replace(base, method="gmm"), seed=seed)  # PCA of the input
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial, adata=adata, base=base, reference=reference, objective=objective,
+            labels=labels, spatial_key=spatial_key, seed=seed,
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    resumed = tune.Tuner.can_restore(str(storage))
+    if resumed:
+        log.info("resuming the tuning run in %s", storage)
+        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        space = {name: p.distribution() for name, p in settings.space.items()}
+        search = OptunaSearch(space=space, metric="score", mode="max", seed=seed)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent),
+                num_samples=settings.num_samples,
+            ),
+            run_config=tune.RunConfig(name=storage.name, storage_path=str(storage.parent), verbose=0),
+        )
+    grid = tuner.fit()
+    table = grid.get_dataframe()
+    if table.empty or "score" not in table:
+        errors = [str(r.error) for r in grid if r.error is not None]
+        raise RuntimeError(f"no tuning trial finished; first error: {errors[0] if errors else 'unknown'}")
+    best = grid.get_best_result(metric="score", mode="max")
+    params = {name: best.config[name] for name in settings.space}
+    metrics = {k: float(v) for k, v in best.metrics.items() if isinstance(v, (int, float)) and k in _METRIC_NAMES}
+    columns = [f"config/{n}" for n in settings.space] + [c for c in table.columns if c in _METRIC_NAMES]
+    return TuneOutcome(replace(base, **params), float(best.metrics["score"]), metrics, table[columns], objective, resumed)
+
+
+_METRIC_NAMES = frozenset(
+    {"score", "label_free_score", "coherence", "separation", "count_fit", "ari", "nmi", "homogeneity",
+     "completeness", "chaos", "pas", "asw", "n_domains"}
+)
+
+
+def settings_dict(settings: TuneSettings) -> dict[str, Any]:
+    """A JSON-able description (for records) of the search."""
+    out = asdict(settings)
+    out["space"] = {k: {f: v for f, v in asdict(p).items() if v not in (None, False)} for k, p in settings.space.items()}
+    return out

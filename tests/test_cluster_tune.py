@@ -1,0 +1,124 @@
+"""Tuning of spatial-domain settings: Ray Tune + Optuna, label-free vs oracle, interrupted runs resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster import DomainConfig
+from cluster.tune import Parameter, TuneSettings, label_free_score, tune_domains
+from ssl_st import datasets
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def section_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tune") / "section.h5ad"
+    datasets.write_h5ad_atomic(datasets.generate("merscope", seed=3, n_cells=600), path)
+    return path
+
+
+def _section(path: Path):
+    import anndata as ad
+
+    return ad.read_h5ad(path)
+
+
+BASE = DomainConfig(method="gmm", n_domains=6)
+SPACE = TuneSettings(space={"pca_components": Parameter(low=2, high=30, integer=True)}, num_samples=4, max_concurrent=2)
+
+
+def test_label_free_score_prefers_true_domains_over_noise():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 100, (800, 2))
+    bands = (coords[:, 1] // 25).astype(int)
+    reference = np.c_[bands + rng.normal(0, 0.3, 800), rng.normal(0, 1, 800)]
+    good = label_free_score(coords, bands, reference, 4)
+    noise = label_free_score(coords, rng.permutation(bands), reference, 4)
+    assert good["label_free_score"] > noise["label_free_score"] + 0.3
+    merged = label_free_score(coords, np.minimum(bands, 1), reference, 4)  # 2 of 4 domains found
+    assert merged["count_fit"] == pytest.approx(0.5)
+
+
+def test_label_free_and_oracle_objectives_are_recorded_as_such(section_path, tmp_path, ray_address):
+    adata = _section(section_path)
+    free = tune_domains(adata, BASE, SPACE, storage=tmp_path / "free", labels="layer", seed=1)
+    oracle = tune_domains(adata, BASE, SPACE, objective="oracle", storage=tmp_path / "oracle", labels="layer", seed=1)
+    assert len(free.trials) == len(oracle.trials) == 4
+    assert free.objective == "label-free" and oracle.objective == "oracle"
+    # the oracle optimises ARI itself: its best is the best ARI among its trials
+    assert oracle.score == pytest.approx(oracle.trials["ari"].max())
+    assert free.score == pytest.approx(free.trials["label_free_score"].max())
+    assert 2 <= free.best.pca_components <= 30
+    assert "ari" in free.metrics  # reported, not optimised
+    with pytest.raises(ValueError, match="oracle"):
+        tune_domains(adata, BASE, SPACE, objective="oracle", storage=tmp_path / "x")
+
+
+def test_bad_search_spaces_are_refused():
+    with pytest.raises(ValueError, match="cannot tune 'colour'"):
+        TuneSettings(space={"colour": Parameter(low=1, high=2)})
+    with pytest.raises(ValueError, match="low < high"):
+        Parameter(low=3, high=1)
+    with pytest.raises(ValueError, match="low > 0"):
+        Parameter(low=0, high=1, log=True)
+
+
+_DRIVER = """
+import sys, ray
+sys.path.insert(0, {repo!r})
+import anndata as ad
+from cluster import DomainConfig
+from cluster.tune import Parameter, TuneSettings, tune_domains
+ray.init(address={address!r}, log_to_driver=False)
+space = TuneSettings(space={{"pca_components": Parameter(low=2, high=30, integer=True)}}, num_samples=6, max_concurrent=1)
+tune_domains(ad.read_h5ad({data!r}), DomainConfig(method="gmm", n_domains=6), space, storage={storage!r}, labels="layer")
+"""
+
+
+def _finished_trials(storage: Path) -> dict[str, float]:
+    done = {}
+    for result in storage.glob("*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        if lines:
+            record = json.loads(lines[-1])
+            done[result.parent.name] = record["score"]
+    return done
+
+
+def test_an_interrupted_tuning_run_resumes_without_redoing_trials(section_path, tmp_path, ray_address):
+    storage = tmp_path / "run"
+    script = _DRIVER.format(repo=str(REPO), address=ray_address, data=str(section_path), storage=str(storage))
+    driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while len(_finished_trials(storage)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    before = _finished_trials(storage)
+    if driver.poll() is not None:
+        pytest.fail(f"the tuning driver ended before it could be interrupted: {driver.stderr.read().decode()[-2000:]}")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert 2 <= len(before) < 6, before
+
+    outcome = tune_domains(
+        _section(section_path), BASE,
+        TuneSettings(space={"pca_components": Parameter(low=2, high=30, integer=True)}, num_samples=6, max_concurrent=1),
+        storage=storage, labels="layer",
+    )
+    assert outcome.resumed
+    after = _finished_trials(storage)
+    assert len(outcome.trials) == 6 and len(after) == 6
+    for trial, score in before.items():  # finished trials were kept, not rerun
+        assert after[trial] == score
