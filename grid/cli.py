@@ -135,9 +135,11 @@ def _print_summary(grid_plan: Plan, store: ResultStore) -> None:
     if summary.empty:
         out.print("no finished cells yet")
         return
-    metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
     for task, rows in summary.groupby("task", sort=False):
-        table = Table(title=f"{task}: mean ± sd over seeds (test split)", title_justify="left")
+        # each task shows its own metrics: classification scores or domain scores
+        metrics = [c[: -len("_mean")] for c in rows.columns if c.endswith("_mean") and rows[c].notna().any()]
+        where = "test split" if "macro_f1" in metrics else "whole section; chaos and pas: lower is smoother"
+        table = Table(title=f"{task}: mean ± sd over seeds ({where})", title_justify="left")
         for column in ("dataset", "model", "mode", "seeds", *metrics, "gene coverage"):
             table.add_column(column, justify="left" if column in ("dataset", "model", "mode") else "right")
         for r in rows.to_dict("records"):
@@ -214,3 +216,4 @@ def query_cmd(
 
 # The model commands (embed, pretrain, models pull) register themselves on `app`.
 from . import cli_models  # noqa: E402,F401
+from . import cli_cluster  # noqa: E402,F401

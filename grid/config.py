@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
+from cluster.domains import DomainConfig, DomainSettings
+from cluster.domains import Method as ClusterMethod
+from cluster.tune import Objective, TuneSettings
 from ssl_st.impute import ImputeConfig
 from ssl_st.models import Architecture
 from ssl_st.tasks import FineTuneConfig
@@ -21,7 +24,10 @@ from . import schema
 DemoFlavour = Literal["atlas", "merscope", "xenium", "slideseq", "slideseq-mouse"]
 Method = Literal["random-mask", "gp-mask", "barlow-twins", "random-init", "checkpoint"]
 Mode = Literal["zero-shot", "fine-tune", "supervised", "pca"]
-Stage = Literal["data", "pretrain", "cell-type", "fine-tune"]
+Stage = Literal["data", "pretrain", "cell-type", "fine-tune", "spatial-clustering", "tune-clustering"]
+TaskKind = Literal["cell-type", "spatial-clustering", "tune-clustering"]
+CLUSTERING_KINDS: frozenset[str] = frozenset({"spatial-clustering", "tune-clustering"})
+EXPRESSION = "expression"  # the clustering input that is the genes themselves, not a model's embedding
 
 # Modes that evaluate a model; the others are model-free baselines.
 MODEL_MODES: frozenset[str] = frozenset({"zero-shot", "fine-tune"})
@@ -47,6 +53,7 @@ class DatasetSpec:
     n_cells: int | None = None
     seed: int = 0  # generation seed of a demo dataset (not the grid seed)
     label_key: str = "cell_type"
+    domain_key: str | None = None  # obs column of ground-truth spatial domains (the study's MERSCOPE: tissue)
     labels: str | None = None  # xenium/merscope: a CSV of cell id -> label (10x: Barcode, Cluster)
     spatial_key: str | None = None  # h5ad: obsm key of the coordinates (default spatial, X_spatial)
     counts_layer: str | None = None  # h5ad: where the raw counts are (a layer, raw or X)
@@ -69,6 +76,12 @@ class DatasetSpec:
             raise ValueError(f"dataset '{self.name}': n_cells must be at least 10")
         if self.resolved_species == "mouse" and not self.orthologs:
             raise ValueError(f"dataset '{self.name}': mouse data needs 'orthologs' (a one-to-one ortholog CSV, or demo)")
+
+    @property
+    def resolved_domain_key(self) -> str | None:
+        """The demo's sections carry their cortical layer; other data declares its column, or has
+        none (then clustering reports the label-free metrics only)."""
+        return self.domain_key or ("layer" if self.source == "demo" and self.flavour != "atlas" else None)
 
     @property
     def resolved_species(self) -> str:
@@ -139,10 +152,16 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task and the slice of the matrix it runs on (all datasets / models when omitted)."""
+    """A task and the slice of the matrix it runs on (all datasets / models when omitted).
+
+    ``cell-type`` cells are (dataset, mode, model, seed); ``spatial-clustering`` cells are
+    (dataset, method, input, seed), where an input is ``expression`` or a model whose zero-shot
+    embedding replaces the genes (the study's -RM/-BT variants); ``tune-clustering`` adds the
+    objective (``label-free``, or ``oracle`` for an upper bound tuned on the labels).
+    """
 
     name: str
-    kind: Literal["cell-type"] = "cell-type"
+    kind: TaskKind = "cell-type"
     modes: tuple[Mode, ...] = ("zero-shot", "fine-tune", "supervised", "pca")
     datasets: tuple[str, ...] | None = None
     models: tuple[str, ...] | None = None
@@ -154,14 +173,43 @@ class TaskSpec:
     min_coverage: float = 0.5  # a cell fails if fewer of the dataset's genes map onto the model's
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # fine-tune and supervised cells
     supervised_encoder: Architecture = field(default_factory=Architecture)  # network of `supervised`
+    # spatial-clustering and tune-clustering
+    methods: tuple[ClusterMethod, ...] = ("stagate", "graphst", "cellcharter", "gmm")
+    inputs: tuple[str, ...] = (EXPRESSION,)
+    n_domains: int | None = None
+    clustering: DomainSettings = field(default_factory=DomainSettings)
+    objectives: tuple[Objective, ...] = ("label-free",)  # tune-clustering
+    tuning: TuneSettings | None = None  # tune-clustering: the search
 
     def __post_init__(self) -> None:
+        if self.kind in CLUSTERING_KINDS:
+            self._check_clustering()
+        elif self.n_domains is not None or self.tuning is not None:
+            raise ValueError(f"task '{self.name}': n_domains and tuning belong to spatial-clustering / tune-clustering tasks")
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
             raise ValueError(f"task '{self.name}': split must be three positive fractions summing to 1")
         if self.k < 1:
             raise ValueError(f"task '{self.name}': k must be at least 1")
         if not self.modes:
             raise ValueError(f"task '{self.name}': list at least one mode")
+
+    def _check_clustering(self) -> None:
+        if not self.methods or not self.inputs:
+            raise ValueError(f"task '{self.name}': list at least one method and one input")
+        for method in self.methods:
+            try:
+                self.domain_config(method, EXPRESSION)
+            except ValueError as err:
+                raise ValueError(f"task '{self.name}': {err}") from None
+        if self.kind == "tune-clustering" and self.tuning is None:
+            raise ValueError(f"task '{self.name}': tune-clustering needs 'tuning' with a 'space', e.g. space: {{epochs: {{low: 50, high: 500, integer: true}}}}")
+        if self.kind == "spatial-clustering" and self.tuning is not None:
+            raise ValueError(f"task '{self.name}': 'tuning' belongs to a tune-clustering task")
+
+    def domain_config(self, method: str, input_name: str) -> DomainConfig:
+        """What one clustering cell runs; a model input is read from ``obsm['X_<model>']``."""
+        use_rep = "X" if input_name == EXPRESSION else f"X_{input_name}"
+        return DomainConfig(method=method, n_domains=self.n_domains, use_rep=use_rep, **asdict(self.clustering))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -178,6 +226,10 @@ DEFAULT_RESOURCES: dict[str, Resources] = {
     "pretrain": Resources(cpus=1),
     "cell-type": Resources(cpus=1),
     "fine-tune": Resources(cpus=1),
+    "spatial-clustering": Resources(cpus=1),
+    # The task that drives a Tune run only waits; its trials ask for tuning.cpus_per_trial each. Holding
+    # no CPU itself means a full cluster can never deadlock on drivers waiting for their own trials.
+    "tune-clustering": Resources(cpus=0),
 }
 
 
@@ -225,7 +277,21 @@ class ExperimentConfig:
             for name in task.models or ():
                 if name not in models:
                     raise ValueError(f"task '{task.name}': unknown model '{name}'{_suggest(name, models)}")
-            if any(m in MODEL_MODES for m in task.modes) and not (task.models or models):
+            if task.kind in CLUSTERING_KINDS:
+                for name in task.datasets or [d for d in datasets if d != self.reference]:
+                    if "oracle" in task.objectives and task.kind == "tune-clustering" and not (
+                        task.label_key or self.dataset(name).resolved_domain_key
+                    ):
+                        raise ValueError(
+                            f"task '{task.name}': the oracle objective tunes on ground-truth domains, but dataset "
+                            f"'{name}' has none; set its domain_key (an obs column) or drop oracle"
+                        )
+                for name in task.inputs:
+                    if name != EXPRESSION and name not in models:
+                        raise ValueError(
+                            f"task '{task.name}': input '{name}' is neither expression nor a model{_suggest(name, models)}"
+                        )
+            elif any(m in MODEL_MODES for m in task.modes) and not (task.models or models):
                 raise ValueError(f"task '{task.name}': mode zero-shot needs at least one model")
 
     def dataset(self, name: str) -> DatasetSpec:

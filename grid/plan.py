@@ -15,7 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import MODEL_MODES, TRAINING_MODES, DatasetSpec, ExperimentConfig, ModelSpec, TaskSpec
+from .config import (
+    CLUSTERING_KINDS,
+    EXPRESSION,
+    MODEL_MODES,
+    TRAINING_MODES,
+    DatasetSpec,
+    ExperimentConfig,
+    ModelSpec,
+    TaskSpec,
+)
 
 # Bump when the meaning of an existing task changes, so results computed under the old meaning are
 # not mistaken for current ones.
@@ -104,6 +113,7 @@ class Plan:
 def _dataset_content(spec: DatasetSpec) -> dict[str, Any]:
     content = asdict(spec)
     content.pop("label_key")  # where labels live does not change the data
+    content.pop("domain_key")
     content["species"] = spec.resolved_species
     for key in ("path", "labels", "orthologs"):
         content[f"{key}_file"] = file_identity(content[key])
@@ -161,7 +171,15 @@ def _task_content(task: TaskSpec, mode: str) -> dict[str, Any]:
     """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
     fine-tuning schedule does not renew zero-shot cells)."""
     content = asdict(task)
-    for key in ("name", "datasets", "models", "modes"):
+    for key in ("name", "datasets", "models", "modes", "methods", "inputs", "objectives"):
+        content.pop(key)
+    if task.kind in CLUSTERING_KINDS:
+        for key in ("k", "split", "pca_components", "fine_tune", "supervised_encoder"):
+            content.pop(key)
+        if task.kind != "tune-clustering":
+            content.pop("tuning")
+        return content
+    for key in ("n_domains", "clustering", "tuning"):  # cell-type ids predate these settings
         content.pop(key)
     if mode not in TRAINING_MODES:
         content.pop("fine_tune")
@@ -188,10 +206,22 @@ def expand(config: ExperimentConfig) -> Plan:
     vocabulary_key = register(_data_artifact(vocabulary))
     default_datasets = [d.name for d in config.datasets if d.name != config.reference]
     cells: list[Cell] = []
+
+    def model_artifact(model_name: str) -> Artifact:
+        model = config.model(model_name)
+        reference = config.dataset(model.reference or config.reference)
+        register(_data_artifact(reference))
+        artifact = _model_artifact(model, reference, vocabulary)
+        register(artifact)
+        return artifact
+
     for task in config.tasks:
         for dataset_name in task.datasets or default_datasets:
             dataset = config.dataset(dataset_name)
             data_key = register(_data_artifact(dataset, config))
+            if task.kind in CLUSTERING_KINDS:
+                cells += _clustering_cells(config, task, dataset, data_key, vocabulary, model_artifact)
+                continue
             for mode in task.modes:
                 model_names: list[str | None] = [None]
                 if mode in MODEL_MODES:
@@ -202,11 +232,8 @@ def expand(config: ExperimentConfig) -> Plan:
                     model_key = None
                     model_content = None
                     if model_name is not None:
-                        model = config.model(model_name)
-                        reference = config.dataset(model.reference or config.reference)
-                        register(_data_artifact(reference))
-                        artifact = _model_artifact(model, reference, vocabulary)
-                        model_key = register(artifact)
+                        artifact = model_artifact(model_name)
+                        model_key = artifact.key
                         model_content = {"name": model_name, "artifact": artifact.spec}
                     for seed in config.seeds:
                         content = {
@@ -233,3 +260,35 @@ def expand(config: ExperimentConfig) -> Plan:
                             )
                         )
     return Plan(config, tuple(cells), artifacts)
+
+
+def _clustering_cells(config: ExperimentConfig, task: TaskSpec, dataset: DatasetSpec, data_key: str,
+                      vocabulary: DatasetSpec, model_artifact) -> list[Cell]:
+    """(method × input × objective × seed) cells; the mode is the method, ``method/objective`` when
+    tuned, so an oracle-tuned figure is never mistaken for an honest one."""
+    cells: list[Cell] = []
+    objectives = task.objectives if task.kind == "tune-clustering" else (None,)
+    for method in task.methods:
+        for input_name in task.inputs:
+            model_name = None if input_name == EXPRESSION else input_name
+            artifact = model_artifact(model_name) if model_name else None
+            for objective in objectives:
+                mode = method if objective is None else f"{method}/{objective}"
+                for seed in config.seeds:
+                    content = {
+                        "grid_version": GRID_VERSION,
+                        "task": {"name": task.name, **_task_content(task, mode)},
+                        "dataset": {**_dataset_content(dataset), "label_key": task.label_key or dataset.resolved_domain_key},
+                        "vocabulary": _dataset_content(vocabulary) if model_name else None,
+                        "model": {"name": model_name, "artifact": artifact.spec} if artifact else None,
+                        "method": method,
+                        "objective": objective,
+                        "mode": mode,
+                        "seed": seed,
+                    }
+                    cells.append(Cell(
+                        cell_id=content_hash(content), task=task.name, dataset=dataset.name, model=model_name,
+                        mode=mode, seed=seed, content=content, data=data_key, reference=None,
+                        trained_model=artifact.key if artifact else None,
+                    ))
+    return cells

@@ -1,6 +1,6 @@
 """Running a plan on Ray: every artifact build and every cell is one small remote task.
 
-All Ray calls of the project live here, so that Ray's API churn (``local_mode`` gone, ``concurrency=``
+All Ray task calls of the project live here (the Tune calls in ``cluster/tune.py``), so that Ray's API churn (``local_mode`` gone, ``concurrency=``
 deprecated, token auth turned on for new clusters) is absorbed in one module.
 
 Scheduling: artifacts (generated datasets, pretrained models) are submitted first; each cell task
@@ -13,6 +13,7 @@ as soon as it finishes: an interrupted run loses only the cells in flight.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Sequence
@@ -77,9 +78,13 @@ def _worker_device() -> str:
 
 def _limit_threads() -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
+    # One thread pool per granted CPU: oversubscribed BLAS/OpenMP pools made small mixture fits
+    # ~100x slower on a 2-core machine (torch, and sklearn's OpenBLAS through threadpoolctl).
+    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)))
+    torch.set_num_threads(cpus)
+    threadpool_limits(cpus)
 
 
 @ray.remote
@@ -92,12 +97,12 @@ def _build_artifact(artifact: Artifact, root: str, rebuild: bool, roles: Sequenc
 
 
 @ray.remote
-def _run_cell(cell: Cell, keys: Sequence[str], *paths: str) -> tuple[list, float]:
+def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tuple[list, float]:
     from .stages import run_cell
 
     _limit_threads()
     started = time.perf_counter()
-    records = run_cell(cell, {k: Path(p) for k, p in zip(keys, paths)}, device=_worker_device())
+    records = run_cell(cell, {k: Path(p) for k, p in zip(keys, paths)}, workdir=Path(workdir), device=_worker_device())
     return records, time.perf_counter() - started
 
 
@@ -139,10 +144,13 @@ def execute(
 
     pending: dict[object, Cell] = {}
     for cell in cells:
+        workdir = root.resolve() / "work" / cell.cell_id
+        if rebuild and workdir.exists():  # --force: a tuning run must not resume from old trials
+            shutil.rmtree(workdir)
         keys = list(cell.artifact_keys)
         options = _options(config.resources_for(cell.stage))
         ref = _run_cell.options(**options, name=f"cell:{cell.label()}").remote(
-            cell, keys, *[artifact_refs[k] for k in keys]
+            cell, str(workdir), keys, *[artifact_refs[k] for k in keys]
         )
         pending[ref] = cell
 

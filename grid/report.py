@@ -1,4 +1,4 @@
-"""Summaries of finished cells: mean ± sd over seeds for each dataset x model x mode."""
+"""Summaries of finished cells: mean ± sd over seeds for each task x dataset x model x mode."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from ssl_st.metrics import CLASSIFICATION_METRICS
 from .store import DONE
 
 GROUP = ["task", "dataset", "model", "mode"]
+# Spatial domains: agreement with the ground truth, then spatial continuity (lower is smoother).
+CLUSTERING_METRICS = ("ari", "nmi", "chaos", "pas")
 
 
-def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = CLASSIFICATION_METRICS) -> pd.DataFrame:
+def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = CLASSIFICATION_METRICS + CLUSTERING_METRICS) -> pd.DataFrame:
     """One row per task x dataset x model x mode, with ``<metric>_mean``, ``<metric>_sd`` and ``n_seeds``."""
     scores = frame[(frame["status"] == DONE) & frame["metric"].isin(metrics)].copy()
     if scores.empty:

@@ -23,6 +23,7 @@ from ssl_st.pp import model_input
 from ssl_st.programs import read_gmt
 from ssl_st.tasks import CellTypeConfig, FineTuneConfig, fine_tune, pca_baseline, supervised, zero_shot
 
+from .config import CLUSTERING_KINDS
 from .plan import Artifact, Cell
 
 Record = tuple[str, float]
@@ -140,8 +141,18 @@ def _celltype_config(cell: Cell) -> CellTypeConfig:
     )
 
 
-def run_cell(cell: Cell, paths: dict[str, Path], *, device: str = "auto") -> list[tuple[str, float, str]]:
-    """Evaluate one cell; returns ``(metric, value, kind)`` with kind ``metric`` or ``info``."""
+def run_cell(
+    cell: Cell, paths: dict[str, Path], *, workdir: Path | None = None, device: str = "auto"
+) -> list[tuple[str, float, str]]:
+    """Evaluate one cell; returns ``(metric, value, kind)`` with kind ``metric`` or ``info``.
+
+    ``workdir`` is the cell's own scratch directory (a tuning run's checkpoint lives there).
+    """
+    if cell.content["task"]["kind"] in CLUSTERING_KINDS:
+        from .clustering import run_clustering_cell
+
+        assert workdir is not None, "a clustering cell needs its working directory"
+        return run_clustering_cell(cell, paths, workdir=workdir, device=device)
     adata = ad.read_h5ad(paths[cell.data])
     config = _celltype_config(cell)
     task = cell.content["task"]

@@ -1,0 +1,79 @@
+"""``ssl-st cluster``: spatial domains of one section, outside any grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .cli import app, err, fail, out
+from .cli_models import _read_h5ad
+
+
+@app.command("cluster")
+def cluster_command(
+    data: Annotated[Path, typer.Argument(help="A section (.h5ad) with obsm['spatial'] and raw counts (layers['counts'] or X).")],
+    method: Annotated[str, typer.Option(help="stagate, graphst, cellcharter, gmm, kmeans or leiden.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obs[KEY] and obsm['X_<method>'].")],
+    n_domains: Annotated[int | None, typer.Option("--n-domains", help="Number of domains (leiden: searched resolution).")] = None,
+    input_rep: Annotated[str, typer.Option("--input", help="X (expression) or an obsm key, e.g. X_random_mask for the -RM variant.")] = "X",
+    labels: Annotated[str | None, typer.Option(help="obs column of ground-truth domains: adds ARI, NMI, homogeneity, completeness.")] = None,
+    head: Annotated[str | None, typer.Option(help="gmm (mclust EEE stand-in), kmeans or leiden; default per method.")] = None,
+    resolution: Annotated[float | None, typer.Option(help="leiden: a fixed resolution instead of a search.")] = None,
+    graph: Annotated[str | None, typer.Option(help="knn, radius or delaunay; default per method.")] = None,
+    k: Annotated[int | None, typer.Option(help="knn graph: neighbours per cell.")] = None,
+    radius: Annotated[float | None, typer.Option(help="radius graph: in the units of obsm['spatial'] (the study: 150).")] = None,
+    library_key: Annotated[str | None, typer.Option(help="obs column of slices; graphs never cross slices, metrics are per slice.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="stagate (default 1000) / graphst (600).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="stagate / graphst (default 1e-3).")] = None,
+    n_layers: Annotated[int, typer.Option(help="cellcharter: neighbourhood rings.")] = 3,
+    key: Annotated[str, typer.Option(help="obs column to write.")] = "domain",
+    seed: Annotated[int, typer.Option(help="Seed of the model and the head.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Find spatial domains: write obs[KEY] and print spatial continuity (and label agreement) metrics."""
+    from cluster import DomainConfig, find_domains, score_domains
+    from ssl_st.datasets import write_h5ad_atomic
+
+    try:
+        config = DomainConfig(
+            method=method, n_domains=n_domains, use_rep=input_rep, head=head, resolution=resolution,  # type: ignore[arg-type]
+            graph=graph, k=k, radius=radius, library_key=library_key, epochs=epochs,  # type: ignore[arg-type]
+            learning_rate=learning_rate, n_layers=n_layers,
+        )
+    except ValueError as exc:
+        raise fail(f"--method {method}: {exc}") from None
+    if labels is not None and labels == key:
+        raise fail(f"--labels {labels} is also the column to write (--key {key}); pass another --key so the ground truth is kept")
+    adata = _read_h5ad(data, "the section to cluster")
+    for column in (labels, library_key):
+        if column is not None and column not in adata.obs:
+            raise fail(f"{data}: obs has no column '{column}' (it has: {', '.join(adata.obs.columns)}); fix --labels / --library-key")
+    if "spatial" not in adata.obsm:
+        raise fail(f"{data}: obsm['spatial'] is missing; spatial domains need cell coordinates (import the section with ssl-st data import)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(f"{method}: training", total=None, loss="")
+
+        def progress(epoch: int, loss: float) -> None:
+            bar.update(task, completed=epoch, loss=f"loss {loss:.4f}")
+
+        try:
+            result = find_domains(adata, config, seed=seed, device=device, key_added=key, progress=progress)
+        except (KeyError, ValueError) as exc:
+            raise fail(f"{data}: {exc.args[0] if exc.args else exc}") from None
+    metrics = score_domains(adata, key=key, labels=labels, library_key=library_key)
+    write_h5ad_atomic(adata, out_path)
+    table = Table(title=f"{data.name}: {method}, input {input_rep}, {int(result.info['n_found'])} domains", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.3f}")
+    for name in ("mean_degree", "train_s", "resolution"):
+        if name in result.info:
+            table.add_row(name, f"{result.info[name]:.3g}")
+    out.print(table)
+    out.print(f"{out_path}: obs['{key}']" + (f", obsm['X_{method}']" if result.embedding is not None else ""))
