@@ -161,6 +161,7 @@ def tune_domains(
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
+    from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
     if objective not in ("label-free", "oracle"):
@@ -184,7 +185,9 @@ def tune_domains(
         tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
         space = {name: p.distribution() for name, p in settings.space.items()}
-        search = OptunaSearch(space=space, metric="score", mode="max", seed=seed)
+        # TPE's default 10 random start-up trials would make a short search pure random sampling
+        sampler = TPESampler(seed=seed, n_startup_trials=max(2, min(10, settings.num_samples // 2)))
+        search = OptunaSearch(space=space, metric="score", mode="max", sampler=sampler)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

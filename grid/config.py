@@ -165,6 +165,7 @@ class TaskSpec:
     modes: tuple[Mode, ...] = ("zero-shot", "fine-tune", "supervised", "pca")
     datasets: tuple[str, ...] | None = None
     models: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None  # a subset of the grid's seeds (e.g. one for a costly tuning task)
     label_key: str | None = None  # overrides the dataset's label_key
     k: int = 5
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -177,7 +178,8 @@ class TaskSpec:
     methods: tuple[ClusterMethod, ...] = ("stagate", "graphst", "cellcharter", "gmm")
     inputs: tuple[str, ...] = (EXPRESSION,)
     n_domains: int | None = None
-    clustering: DomainSettings = field(default_factory=DomainSettings)
+    clustering: DomainSettings = field(default_factory=DomainSettings)  # settings of every method
+    per_method: dict[ClusterMethod, DomainSettings] = field(default_factory=dict)  # overrides, e.g. stagate: {epochs: 100}
     objectives: tuple[Objective, ...] = ("label-free",)  # tune-clustering
     tuning: TuneSettings | None = None  # tune-clustering: the search
 
@@ -201,15 +203,29 @@ class TaskSpec:
                 self.domain_config(method, EXPRESSION)
             except ValueError as err:
                 raise ValueError(f"task '{self.name}': {err}") from None
+        unused = sorted(set(self.per_method) - set(self.methods))
+        if unused:
+            raise ValueError(f"task '{self.name}': per_method names '{unused[0]}', which is not in methods {list(self.methods)}")
         if self.kind == "tune-clustering" and self.tuning is None:
             raise ValueError(f"task '{self.name}': tune-clustering needs 'tuning' with a 'space', e.g. space: {{epochs: {{low: 50, high: 500, integer: true}}}}")
         if self.kind == "spatial-clustering" and self.tuning is not None:
             raise ValueError(f"task '{self.name}': 'tuning' belongs to a tune-clustering task")
 
+    def settings_for(self, method: str) -> DomainSettings:
+        """The common settings with the method's own (``per_method``) laid over them: a field set
+        there to anything but its default wins."""
+        own = self.per_method.get(method)  # type: ignore[call-overload]
+        if own is None:
+            return self.clustering
+        defaults = DomainSettings()
+        changed = {f.name: getattr(own, f.name) for f in fields(own) if getattr(own, f.name) != getattr(defaults, f.name)}
+        return replace(self.clustering, **changed)
+
     def domain_config(self, method: str, input_name: str) -> DomainConfig:
         """What one clustering cell runs; a model input is read from ``obsm['X_<model>']``."""
         use_rep = "X" if input_name == EXPRESSION else f"X_{input_name}"
-        return DomainConfig(method=method, n_domains=self.n_domains, use_rep=use_rep, **asdict(self.clustering))  # type: ignore[arg-type]
+        settings = asdict(self.settings_for(method))
+        return DomainConfig(method=method, n_domains=self.n_domains, use_rep=use_rep, **settings)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,8 @@ class ExperimentConfig:
             if ref not in datasets:
                 raise ValueError(f"model '{model.name}': reference '{ref}' is not a dataset{_suggest(ref, datasets)}")
         for task in self.tasks:
+            if task.seeds is not None and (not task.seeds or set(task.seeds) - set(self.seeds)):
+                raise ValueError(f"task '{task.name}': seeds must be a non-empty subset of the grid's seeds {list(self.seeds)}")
             for name in task.datasets or ():
                 if name not in datasets:
                     raise ValueError(f"task '{task.name}': unknown dataset '{name}'{_suggest(name, datasets)}")

@@ -171,15 +171,17 @@ def _task_content(task: TaskSpec, mode: str) -> dict[str, Any]:
     """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
     fine-tuning schedule does not renew zero-shot cells)."""
     content = asdict(task)
-    for key in ("name", "datasets", "models", "modes", "methods", "inputs", "objectives"):
+    for key in ("name", "datasets", "models", "seeds", "modes", "methods", "inputs", "objectives"):
         content.pop(key)
     if task.kind in CLUSTERING_KINDS:
-        for key in ("k", "split", "pca_components", "fine_tune", "supervised_encoder"):
+        for key in ("k", "split", "pca_components", "fine_tune", "supervised_encoder", "per_method"):
             content.pop(key)
+        # only this method's resolved settings: tuning GraphST's epochs leaves STAGATE's cells alone
+        content["clustering"] = asdict(task.settings_for(mode.split("/")[0]))
         if task.kind != "tune-clustering":
             content.pop("tuning")
         return content
-    for key in ("n_domains", "clustering", "tuning"):  # cell-type ids predate these settings
+    for key in ("n_domains", "clustering", "per_method", "tuning"):  # cell-type ids predate these settings
         content.pop(key)
     if mode not in TRAINING_MODES:
         content.pop("fine_tune")
@@ -235,7 +237,7 @@ def expand(config: ExperimentConfig) -> Plan:
                         artifact = model_artifact(model_name)
                         model_key = artifact.key
                         model_content = {"name": model_name, "artifact": artifact.spec}
-                    for seed in config.seeds:
+                    for seed in task.seeds or config.seeds:
                         content = {
                             "grid_version": GRID_VERSION,
                             "task": {"name": task.name, **_task_content(task, mode)},
@@ -274,7 +276,7 @@ def _clustering_cells(config: ExperimentConfig, task: TaskSpec, dataset: Dataset
             artifact = model_artifact(model_name) if model_name else None
             for objective in objectives:
                 mode = method if objective is None else f"{method}/{objective}"
-                for seed in config.seeds:
+                for seed in task.seeds or config.seeds:
                     content = {
                         "grid_version": GRID_VERSION,
                         "task": {"name": task.name, **_task_content(task, mode)},

@@ -28,7 +28,9 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = CLASSIFICATION_MET
     coverage = frame[frame["metric"] == "vocabulary_coverage"].assign(model=lambda f: f["model"].fillna("-"))
     if not coverage.empty:
         out["coverage"] = coverage.groupby(GROUP, sort=False)["value"].mean()
-    return out.reset_index()
+    # rows in the order the cells come (the config's order), not pivot's
+    order = scores.drop_duplicates(GROUP)[GROUP]
+    return order.merge(out.reset_index(), on=GROUP, how="left").reset_index(drop=True)
 
 
 def format_cell(mean: float, sd: float) -> str:
