@@ -24,6 +24,7 @@ and spread over a cluster. The experiment directory is the checkpoint: calling a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -172,13 +173,15 @@ def tune_domains(
         raise KeyError(f"obs['{labels}'] not found; name the column of ground-truth domains")
     storage = Path(storage).resolve()
     reference = representation(adata, replace(base, method="gmm"), seed=seed)  # PCA of the input
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial, adata=adata, base=base, reference=reference, objective=objective,
-            labels=labels, spatial_key=spatial_key, seed=seed,
-        ),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    with_data = tune.with_parameters(
+        _trial, adata=adata, base=base, reference=reference, objective=objective,
+        labels=labels, spatial_key=spatial_key, seed=seed,
     )
+    # Tune registers trainables cluster-wide by name: two searches running at once under one name
+    # (a grid's label-free and oracle cells) would silently run each other's objective. A name
+    # derived from the experiment directory is unique per search and stable for a resume.
+    with_data.__name__ = "find_domains_" + hashlib.sha256(str(storage).encode()).hexdigest()[:12]
+    trainable = tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     resumed = tune.Tuner.can_restore(str(storage))
     if resumed:
         log.info("resuming the tuning run in %s", storage)

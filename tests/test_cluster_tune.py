@@ -66,6 +66,22 @@ def test_label_free_and_oracle_objectives_are_recorded_as_such(section_path, tmp
         tune_domains(adata, BASE, SPACE, objective="oracle", storage=tmp_path / "x")
 
 
+def test_concurrent_searches_keep_their_own_objective(section_path, tmp_path, ray_address):
+    """Two searches at once in one Ray job (a grid's label-free and oracle cells) must not share
+    a registered trainable: each must optimise its own objective."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def search(objective: str, storage: str):
+        space = TuneSettings(space={"pca_components": Parameter(low=2, high=30, integer=True)}, num_samples=2, max_concurrent=1)
+        outcome = tune_domains(_section(section_path), BASE, space, objective=objective, storage=storage, labels="layer", seed=1)
+        return outcome.score, outcome.metrics
+
+    free, oracle = ray.get([search.remote("label-free", str(tmp_path / "a")), search.remote("oracle", str(tmp_path / "b"))])
+    assert free[0] == pytest.approx(free[1]["label_free_score"]) and free[0] != pytest.approx(free[1]["ari"])
+    assert oracle[0] == pytest.approx(oracle[1]["ari"])
+
+
 def test_bad_search_spaces_are_refused():
     with pytest.raises(ValueError, match="cannot tune 'colour'"):
         TuneSettings(space={"colour": Parameter(low=1, high=2)})
