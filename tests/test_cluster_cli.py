@@ -55,9 +55,14 @@ def test_an_obsm_embedding_replaces_the_genes(section, tmp_path):
     ],
 )
 def test_bad_input_names_the_problem_and_writes_nothing(section, tmp_path, args, message):
+    # in-process (the same typer app as the console script): no interpreter start per case
+    from typer.testing import CliRunner
+
+    from grid.cli import app
+
     out = tmp_path / "out.h5ad"
-    result = run_cli("cluster", str(section), *args, "--out", str(out))
-    assert result.returncode == 2, result.stdout + result.stderr
+    result = CliRunner().invoke(app, ["cluster", str(section), *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
     assert message in result.stderr.replace("\n", " ")
     assert not out.exists()
 
