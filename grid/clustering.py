@@ -56,8 +56,8 @@ def run_clustering_cell(cell: Cell, paths: dict[str, Path], *, workdir: Path, de
     if labels is not None and labels not in adata.obs:
         raise KeyError(
             f"domain label column '{labels}' not found in obs (columns: {', '.join(map(str, adata.obs.columns))}); "
-            "set domain_key on the dataset or label_key on the task (a demo artifact from ssl-st < 0.2 says "
-            "domain: rebuild it with --force)"
+            "set domain_key on the dataset or label_key on the task (a demo section built before simulator v2 "
+            "calls it 'domain': rebuild it with ssl-st run --force)"
         )
     if cell.content["objective"] is None:
         result = find_domains(adata, config, seed=cell.seed, device=device, key_added=key)
