@@ -214,6 +214,5 @@ def query_cmd(
         out.print(table)
 
 
-# The model commands (embed, pretrain, models pull) register themselves on `app`.
-from . import cli_models  # noqa: E402,F401
-from . import cli_cluster  # noqa: E402,F401
+# The model commands (embed, pretrain, models pull, data) and `cluster` register themselves on `app`.
+from . import cli_cluster, cli_models  # noqa: E402,F401

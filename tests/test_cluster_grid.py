@@ -11,7 +11,7 @@ from grid.plan import expand
 from grid.schema import ConfigError
 from grid.store import ResultStore
 
-from .conftest import TINY_CONFIG, run_cli, tiny_config
+from .conftest import run_cli, tiny_config
 
 CLUSTERING_TASKS = """\
   - name: domains
