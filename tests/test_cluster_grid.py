@@ -112,3 +112,18 @@ def test_clustering_and_tuning_run_in_the_grid(tmp_path, ray_address):
     assert json.loads(tuned["config"].iloc[0])["objective"] in ("label-free", "oracle")
     # the report's table shows the clustering tasks too
     assert "domains" in done.stdout and "ari" in done.stdout
+
+    # a tuning cell lost before it was recorded (a killed run) resumes from its Tune experiment:
+    # the finished trials are reused, not rerun
+    tuned_ids = set(tuned["cell_id"])
+    before = tuned[tuned["metric"].isin(["tuned_pca_components", "tune_score"])].sort_values(["cell_id", "metric"])
+    for cell_id in tuned_ids:
+        assert any((results / "work" / cell_id).glob("*/result.json"))  # Tune's trials live with the cell
+        ResultStore(results).path(cell_id).unlink()
+    again = run_cli("run", str(config), "--results", str(results), "--address", ray_address, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    table = ResultStore(results).table().to_pandas()
+    redone = table[table["cell_id"].isin(tuned_ids)]
+    assert (redone[redone["metric"] == "tune_resumed"]["value"] == 1).all()
+    after = redone[redone["metric"].isin(["tuned_pca_components", "tune_score"])].sort_values(["cell_id", "metric"])
+    assert after["value"].tolist() == before["value"].tolist()
