@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,12 @@ Objective = Literal["label-free", "oracle"]
 TUNABLE = ("epochs", "learning_rate", "k", "radius", "resolution", "alpha", "beta", "n_layers", "pca_components")
 
 log = logging.getLogger(__name__)
+
+# What a trial reports and a TuneOutcome keeps (Tune adds its own bookkeeping columns).
+_METRIC_NAMES = frozenset(
+    {"score", "label_free_score", "coherence", "separation", "count_fit", "ari", "nmi", "homogeneity",
+     "completeness", "chaos", "pas", "asw", "n_domains"}
+)
 
 
 @dataclass(frozen=True)
@@ -209,16 +215,3 @@ def tune_domains(
     metrics = {k: float(v) for k, v in best.metrics.items() if isinstance(v, (int, float)) and k in _METRIC_NAMES}
     columns = [f"config/{n}" for n in settings.space] + [c for c in table.columns if c in _METRIC_NAMES]
     return TuneOutcome(replace(base, **params), float(best.metrics["score"]), metrics, table[columns], objective, resumed)
-
-
-_METRIC_NAMES = frozenset(
-    {"score", "label_free_score", "coherence", "separation", "count_fit", "ari", "nmi", "homogeneity",
-     "completeness", "chaos", "pas", "asw", "n_domains"}
-)
-
-
-def settings_dict(settings: TuneSettings) -> dict[str, Any]:
-    """A JSON-able description (for records) of the search."""
-    out = asdict(settings)
-    out["space"] = {k: {f: v for f, v in asdict(p).items() if v not in (None, False)} for k, p in settings.space.items()}
-    return out
