@@ -31,7 +31,8 @@ REPO = "TillR/sc_pretrained"
 LOCK_NAME = "ssl-st-hub.lock.json"
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
-Progress = Callable[[str, int, "int | None"], None]
+DownloadCallback = Callable[[str, int, "int | None"], None]
+"""Called as bytes arrive: file name, bytes so far, total bytes (None when unannounced)."""
 _SHA256 = re.compile(r'^(?:w/)?"?([0-9a-f]{64})"?$')
 
 
@@ -124,7 +125,7 @@ def sha256_file(path: Path) -> str:
 
 
 def pull(names: Iterable[str | PublishedFile] | None = None, *, cache_dir: str | Path | None = None,
-         endpoint: str | None = None, force: bool = False, progress: Progress | None = None) -> dict[str, Path]:
+         endpoint: str | None = None, force: bool = False, progress: DownloadCallback | None = None) -> dict[str, Path]:
     """Download published files (default: all of :data:`PUBLISHED`); return their local paths.
 
     A file on disk whose hash matches the registry or lock is kept with no request (unless ``force``).
@@ -135,7 +136,7 @@ def pull(names: Iterable[str | PublishedFile] | None = None, *, cache_dir: str |
     return {f.name: _pull_one(f, cache, endpoint, force, progress) for f in files}
 
 
-def _pull_one(f: PublishedFile, cache: Path, endpoint: str | None, force: bool, progress: Progress | None) -> Path:
+def _pull_one(f: PublishedFile, cache: Path, endpoint: str | None, force: bool, progress: DownloadCallback | None) -> Path:
     dest = local_path(f, cache)
     local = sha256_file(dest) if dest.is_file() and not force else None
     pinned = _pinned(f, cache)
@@ -210,7 +211,7 @@ def _offline_message(url: str, f: PublishedFile, cache: Path, reason: object) ->
 
 
 def _download(response: HTTPResponse, f: PublishedFile, url: str, dest: Path,
-              expected: tuple[str, str] | None, progress: Progress | None) -> str:
+              expected: tuple[str, str] | None, progress: DownloadCallback | None) -> str:
     """Stream into a temporary file beside ``dest``; only verified bytes ever get the final name."""
     length = response.headers.get("Content-Length")
     total = int(length) if length else f.size

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import nn
 
-Activation = Literal["selu", "relu"]
-OutputActivation = Literal["identity", "sigmoid", "softplus"]
-
-UPSTREAM_ENCODER_UNITS = (512, 512, 256, 256, 64)
-UPSTREAM_PROJECTOR_UNITS = (256, 256, 512, 512)
+# The vocabulary of widths and activations is the config's (torch-free) own.
+from .models.architecture import UPSTREAM_ENCODER_UNITS, UPSTREAM_PROJECTOR_UNITS, Activation, OutputActivation
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"selu": nn.SELU, "relu": nn.ReLU}
 _OUTPUTS: dict[str, type[nn.Module]] = {

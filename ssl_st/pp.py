@@ -34,9 +34,24 @@ def normalize_log1p(counts: sp.spmatrix, target_sum: TargetSum = 1e4) -> sp.csr_
     return matrix
 
 
+class CoverageError(ValueError):
+    """Too few of a dataset's genes map onto a model's vocabulary for its results to mean anything."""
+
+
 def model_input(
-    adata: AnnData, vocabulary: Vocabulary, target_sum: TargetSum = 1e4
+    adata: AnnData, vocabulary: Vocabulary, target_sum: TargetSum = 1e4, *, min_coverage: float = 0.0
 ) -> tuple[sp.csr_matrix, Coverage]:
-    """Map raw counts onto the vocabulary, then normalise over the mapped genes (upstream order)."""
+    """Map raw counts onto the vocabulary, then normalise over the mapped genes (upstream order).
+
+    Raises :class:`CoverageError` when no gene maps (a model would see only zeros) or when fewer than
+    ``min_coverage`` of the dataset's genes do.
+    """
     counts, coverage = to_vocabulary(adata, vocabulary)
+    if coverage.mapped_genes == 0 or coverage.dataset_fraction < min_coverage:
+        raise CoverageError(
+            f"only {coverage.mapped_genes} of the dataset's {coverage.dataset_genes} genes "
+            f"({coverage.dataset_fraction:.0%}) map onto the {coverage.vocabulary_genes}-gene vocabulary "
+            f"(min_coverage {min_coverage:.0%}); check the gene identifiers in var (index, gene_ids, "
+            "feature_id, feature_name) and the species (mouse data needs orthologs), or lower min_coverage"
+        )
     return normalize_log1p(counts, target_sum), coverage

@@ -30,24 +30,25 @@ class UnknownName(KeyError, ValueError):
 
 
 class Registry(Generic[T]):
-    """Classes registered under a name (their ``name`` class attribute).
+    """Classes registered under a name: their class attribute ``key`` (default ``name``).
 
     ``builtin`` lists modules that register entries when imported; they are imported on first read.
     """
 
-    def __init__(self, what: str, builtin: Sequence[str] = ()) -> None:
+    def __init__(self, what: str, builtin: Sequence[str] = (), *, key: str = "name") -> None:
         self.what = what
+        self.key = key
         self._builtin = tuple(builtin)
         self._entries: dict[str, T] = {}
         self._loaded = False
         self._lock = threading.RLock()
 
     def register(self, cls: T) -> T:
-        """Class decorator: add ``cls`` under ``cls.name``. Registering the same class again (a module
+        """Class decorator: add ``cls`` under its ``key`` attribute. Registering the same class again (a module
         imported twice) is a no-op; a different class under a taken name is an error."""
-        name = getattr(cls, "name", None)
+        name = getattr(cls, self.key, None)
         if not isinstance(name, str) or not name:
-            raise TypeError(f"{cls.__qualname__} needs a class attribute 'name' to be registered as a {self.what}")
+            raise TypeError(f"{cls.__qualname__} needs a class attribute '{self.key}' to be registered as a {self.what}")
         with self._lock:
             current = self._entries.get(name)
             if current is not None and _qualified(current) != _qualified(cls):
@@ -63,6 +64,10 @@ class Registry(Generic[T]):
                 self._loaded = True
                 for module in self._builtin:
                     importlib.import_module(module)
+                # Built-in entries first and in the order named, whichever of their modules was imported
+                # first; others (plugins, tests) after them in the order they registered.
+                rank = {module: i for i, module in enumerate(self._builtin)}
+                self._entries = dict(sorted(self._entries.items(), key=lambda e: rank.get(e[1].__module__, len(rank))))
 
     def __getitem__(self, name: str) -> T:
         self._load()

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from threadpoolctl import threadpool_limits
+
+from ssl_st.threads import limit_threads
 
 # Tiny networks gain nothing from intra-op threads, and the Ray workers of the shared instance run
-# beside this process on the same cores: one thread each avoids oversubscription stalls.
-torch.set_num_threads(1)
-threadpool_limits(1)  # the same for sklearn's BLAS/OpenMP pools (mixture fits stalled 100x without it)
+# beside this process on the same cores: one thread each (torch, and sklearn's BLAS/OpenMP pools,
+# where small mixture fits stalled 100x without it) avoids oversubscription stalls.
+limit_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 from ssl_st import datasets
 from ssl_st.genes import Vocabulary
-from ssl_st.models import Architecture, RandomMaskConfig, SSLModel, pretrain_random_mask
+from ssl_st.models import Architecture, RandomMaskConfig, SSLModel
 from ssl_st.pp import model_input
 from ssl_st.tasks import CellTypeConfig, pca_baseline, zero_shot
 
@@ -24,7 +24,7 @@ def scores():
     vocabulary = Vocabulary.from_var(atlas.var)
     inputs, _ = model_input(atlas, vocabulary)
     arch = Architecture(units=(128, 64, 32))
-    pretrained = pretrain_random_mask(inputs, vocabulary, arch, RandomMaskConfig(epochs=8, batch_size=128), seed=0, device="cpu")
+    pretrained = RandomMaskConfig(epochs=8, batch_size=128).train(inputs, vocabulary, arch, seed=0, device="cpu")
     random = SSLModel.random_init(vocabulary, arch, seed=0)
     config = CellTypeConfig(pca_components=32)
     out = {}

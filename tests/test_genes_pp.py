@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from ssl_st.genes import Vocabulary, map_genes, to_vocabulary
-from ssl_st.pp import model_input, normalize_log1p
+from ssl_st.pp import CoverageError, model_input, normalize_log1p
 
 VOCAB = Vocabulary(
     ids=("ENSG00000000001", "ENSG00000000002", "ENSG00000000003", "ENSG00000000004"),
@@ -71,6 +71,17 @@ def test_model_input_drops_unmapped_genes_before_scaling():
     adata = ad.AnnData(X=counts, var=pd.DataFrame(index=["TP53", "NEAT1"]))
     matrix, _ = model_input(adata, VOCAB)
     assert np.expm1(matrix[0, 0]) == pytest.approx(1e4, rel=1e-5)
+
+
+def test_model_input_refuses_datasets_that_barely_reach_the_vocabulary():
+    adata = ad.AnnData(X=np.ones((2, 2), dtype=np.float32), var=pd.DataFrame(index=["TP53", "NEAT1"]))
+    assert model_input(adata, VOCAB, min_coverage=0.5)[1].mapped_genes == 1
+    with pytest.raises(CoverageError, match=r"only 1 of the dataset's 2 genes \(50%\) map onto the 4-gene.*species"):
+        model_input(adata, VOCAB, min_coverage=0.6)
+    # no gene at all is never an input, whatever the floor: the model would see only zeros
+    nothing = ad.AnnData(X=np.ones((2, 1), dtype=np.float32), var=pd.DataFrame(index=["NEAT1"]))
+    with pytest.raises(CoverageError, match="only 0 of the dataset's 1 genes"):
+        model_input(nothing, VOCAB)
 
 
 def test_vocabulary_parquet_round_trip(tmp_path):

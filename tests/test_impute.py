@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from ssl_st.datasets import generate
 from ssl_st.genes import Vocabulary, to_vocabulary
-from ssl_st.impute import ImputeConfig, holdout, impute, shared_genes
+from ssl_st.impute import ImputeConfig, holdout, impute, impute_checked, shared_genes
+from ssl_st.threads import limited_threads
 
 # Small Tangram fits keep the suite fast; the mapping is already informative after 50 steps
 # (mean hold-out r 0.21 here against 0.22 at the default 300 steps and all reference cells). One
@@ -122,6 +123,32 @@ def test_deterministic_and_restricted_to_requested_genes(atlas, section, config)
         reseeded = ImputeConfig("tangram", epochs=5, max_reference_cells=300, threads=1, seed=1)
         other = impute(section, atlas, reseeded, genes=requested)
         assert not np.allclose(first.layers["log1p"].toarray(), other.layers["log1p"].toarray())
+
+
+def test_impute_checked_records_the_holdout_check_beside_the_imputation(atlas, section):
+    out = impute_checked(section, atlas, SPAGE, n_holdout=4)
+    plain = impute(section, atlas, SPAGE)
+    assert (out.layers["counts"] != plain.layers["counts"]).nnz == 0
+    check = holdout(section, atlas, SPAGE, n_holdout=4, seed=SPAGE.seed)
+    info = out.uns["ssl_st_imputation"]
+    assert {k for k in info if not k.startswith("holdout_")} == set(plain.uns["ssl_st_imputation"])
+    assert info["holdout_genes"] == ",".join(check["gene"])
+    np.testing.assert_array_equal(info["holdout_pearson_r"], check["pearson_r"].to_numpy())
+    assert info["holdout_pearson_r_mean"] == pytest.approx(check["pearson_r"].mean())
+
+
+def test_thread_limit_holds_for_a_block_and_is_restored():
+    # Tangram's ``threads`` runs its fit under this limit
+    import torch
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]
+    with limited_threads(before[0] + 1):
+        assert torch.get_num_threads() == before[0] + 1
+        assert all(pool["num_threads"] == before[0] + 1 for pool in threadpool_info())
+    assert (torch.get_num_threads(), [pool["num_threads"] for pool in threadpool_info()]) == before
+    with limited_threads(None):
+        assert torch.get_num_threads() == before[0]
 
 
 def test_xenium_genes_match_by_id_despite_outdated_symbols(atlas):

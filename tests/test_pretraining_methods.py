@@ -25,9 +25,8 @@ from ssl_st.models.barlow_twins import (
     cross_correlation_loss,
     dropout_augmentation,
     negbin_noise,
-    pretrain_barlow_twins,
 )
-from ssl_st.models.gp_mask import GPMaskConfig, gp_mask_loss, pretrain_gp_mask
+from ssl_st.models.gp_mask import GPMaskConfig, gp_mask_loss
 from ssl_st.models.lars import LARS, warmup_cosine
 from ssl_st.nn import BarlowTwins
 from ssl_st.pp import model_input
@@ -103,7 +102,7 @@ def test_gp_mask_needs_programs_that_match_the_vocabulary():
     vocabulary = Vocabulary.from_var(atlas.var)
     inputs, _ = model_input(atlas, vocabulary)
     with pytest.raises(ValueError, match="none of the 1 gene programs"):
-        pretrain_gp_mask(inputs, vocabulary, ARCH, GP_CONFIG, {"P": ["NOT_A_GENE"]}, device="cpu")
+        GP_CONFIG.train(inputs, vocabulary, ARCH, programs={"P": ["NOT_A_GENE"]}, device="cpu")
 
 
 def test_lars_keeps_momentum_between_steps():
@@ -180,14 +179,24 @@ def test_augmentations_stay_non_negative_and_are_reproducible():
     torch.testing.assert_close(dropped[kept], noisy[kept] / 0.7)
 
 
+def test_barlow_twins_trains_with_lars_on_full_batches_without_clipping():
+    config = BarlowTwinsConfig(batch_size=512)
+    assert config.drop_last and config.gradient_clip is None
+    assert not GPMaskConfig.drop_last and GPMaskConfig().gradient_clip == 1.0  # the masked methods' AdamW clips
+    optimizer, scheduler = config.optimizer(BarlowTwins(20, (16, 8), projector=(32, 16)), steps_per_epoch=3)
+    assert isinstance(optimizer, LARS) and scheduler is not None
+    # base lr batch_size / 256 = 2, times the weights' and the biases' factors
+    assert [group["initial_lr"] for group in optimizer.param_groups] == [2.0 * 2.0, 2.0 * 0.0048]
+
+
 @pytest.fixture(scope="module")
 def demo():
     atlas = datasets.generate("atlas", n_cells=1500)
     vocabulary = Vocabulary.from_var(atlas.var)
     inputs, _ = model_input(atlas, vocabulary)
     models = {
-        "gp-mask": pretrain_gp_mask(inputs, vocabulary, ARCH, GP_CONFIG, simulate.gene_programs(), seed=0, device="cpu"),
-        "barlow-twins": pretrain_barlow_twins(inputs, vocabulary, ARCH, BT_CONFIG, seed=0, device="cpu"),
+        "gp-mask": GP_CONFIG.train(inputs, vocabulary, ARCH, programs=simulate.gene_programs(), seed=0, device="cpu"),
+        "barlow-twins": BT_CONFIG.train(inputs, vocabulary, ARCH, seed=0, device="cpu"),
         "random-init": SSLModel.random_init(vocabulary, ARCH, seed=0),
     }
     section = datasets.generate("merscope", n_cells=1500, seed=1)

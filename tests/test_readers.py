@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from ssl_st.io import guess_format, read, read_h5ad, read_merscope, read_xenium
+from ssl_st import datasets
+from ssl_st.datasets.simulate import ortholog_table
+from ssl_st.io import DataError, first_cells, guess_format, read, read_h5ad, read_merscope, read_xenium, to_human_space
 
 from .vendor_fixtures import Expected, write_cellxgene_h5ad, write_merscope, write_xenium
 
@@ -163,3 +165,38 @@ def test_imports_round_trip_through_h5ad(tmp_path):
         again = read_h5ad(tmp_path / f"{name}.h5ad")
         assert (again.X != adata.X).nnz == 0 and list(again.var_names) == list(adata.var_names)
         np.testing.assert_array_equal(again.obsm["spatial"], adata.obsm["spatial"])
+
+
+def test_first_cells_keeps_a_prefix_or_the_dataset_itself():
+    section = datasets.generate("merscope", n_cells=120, seed=1)
+    head = first_cells(section, 50)
+    assert list(head.obs_names) == list(section.obs_names[:50]) and not head.is_view
+    assert first_cells(section, None) is section and first_cells(section, 500) is section
+
+
+def test_mouse_data_reaches_human_space_through_a_table_or_the_demo_one(tmp_path):
+    mouse = datasets.generate("slideseq-mouse", n_cells=60)
+    demo = to_human_space(mouse, species="mouse", orthologs="demo", where="demo slideseq-mouse")
+    assert demo.var["gene_ids"].str.startswith("ENSG").all()
+    assert demo.var["mouse_gene_ids"].str.startswith("ENSMUSG").all()
+    assert demo.uns["ssl_st_orthologs"]["mapped"] == demo.n_vars < mouse.n_vars
+    ortholog_table().to_csv(tmp_path / "orthologs.csv", index=False)
+    from_file = to_human_space(mouse, species="mouse", orthologs=tmp_path / "orthologs.csv", where="mouse.h5ad")
+    assert from_file.var.equals(demo.var) and (from_file.X != demo.X).nnz == 0
+    human = datasets.generate("merscope", n_cells=60)
+    assert to_human_space(human, species="human", where="demo merscope") is human
+
+
+@pytest.mark.parametrize(
+    ("flavour", "declared", "orthologs", "message"),
+    [
+        ("slideseq-mouse", "human", None, r"mouse.h5ad: var \(gene IDs\) looks like mouse data .* declared human; "
+                                         "set species: mouse and orthologs"),
+        ("atlas", "mouse", "demo", r"looks like human data but the dataset is declared mouse; set species: human$"),
+        ("slideseq-mouse", "mouse", None, "orthologs are missing for mouse data"),
+    ],
+)
+def test_species_mismatch_is_a_data_error(flavour, declared, orthologs, message):
+    adata = datasets.generate(flavour, n_cells=30)
+    with pytest.raises(DataError, match=message):
+        to_human_space(adata, species=declared, orthologs=orthologs, where="mouse.h5ad")

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.nn.functional import cosine_similarity, kl_div, softmax
 
+from ..threads import limited_threads
+
 
 def tangram_weights(
     ref_log: np.ndarray,
@@ -39,55 +41,35 @@ def tangram_weights(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Spatial-cell x reference-cell weights (rows sum to one) and the training scores.
 
-    ``threads`` sets torch's CPU threads for the fit only (restored afterwards); on a shared,
-    oversubscribed machine one thread was 3-5x faster than two.
+    ``threads`` caps the CPU threads for the fit only (:func:`ssl_st.threads.limited_threads`).
     """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _fit(ref_log, spatial_log, density, epochs=epochs, learning_rate=learning_rate,
-                    lambda_g2=lambda_g2, seed=seed)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _fit(
-    ref_log: np.ndarray,
-    spatial_log: np.ndarray,
-    density: np.ndarray,
-    *,
-    epochs: int,
-    learning_rate: float,
-    lambda_g2: float,
-    seed: int,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    S = torch.from_numpy(np.ascontiguousarray(ref_log, dtype=np.float32))
-    G = torch.from_numpy(np.ascontiguousarray(spatial_log, dtype=np.float32))
-    d = torch.from_numpy(np.asarray(density, dtype=np.float32))
-    # A private generator: seeding the global torch RNG would change other code's random streams.
-    generator = torch.Generator().manual_seed(seed)
-    W = torch.randn(S.shape[0], G.shape[0], generator=generator, dtype=torch.float32).requires_grad_()
-    optimiser = torch.optim.Adam([W], lr=learning_rate)
-    history: list[float] = []
-    for epoch in range(epochs):
-        M = softmax(W, dim=1)
-        predicted = M.t() @ S
-        gene_score = cosine_similarity(predicted, G, dim=0).mean()
-        loss = -gene_score
-        if lambda_g2:
-            loss = loss - lambda_g2 * cosine_similarity(predicted, G, dim=1).mean()
-        # KL(d || d_pred) with KLDivLoss(reduction="sum") as Tangram writes it: log of the prediction first
-        loss = loss + kl_div(torch.log(M.sum(dim=0) / M.shape[0]), d, reduction="sum")
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if epoch % 50 == 0 or epoch == epochs - 1:
-            history.append(round(gene_score.item(), 4))
-    with torch.no_grad():
-        M = softmax(W, dim=1)
-        score = float(cosine_similarity(M.t() @ S, G, dim=0).mean())
-        mass = M.sum(dim=0, keepdim=True)
-        weights = (M / mass).t().contiguous().numpy()  # normalise per spatial cell: a weighted average
-    info = {"train_score": round(score, 4), "score_history": history, "epochs": epochs}
-    return weights, info
+    with limited_threads(threads):
+        S = torch.from_numpy(np.ascontiguousarray(ref_log, dtype=np.float32))
+        G = torch.from_numpy(np.ascontiguousarray(spatial_log, dtype=np.float32))
+        d = torch.from_numpy(np.asarray(density, dtype=np.float32))
+        # A private generator: seeding the global torch RNG would change other code's random streams.
+        generator = torch.Generator().manual_seed(seed)
+        W = torch.randn(S.shape[0], G.shape[0], generator=generator, dtype=torch.float32).requires_grad_()
+        optimiser = torch.optim.Adam([W], lr=learning_rate)
+        history: list[float] = []
+        for epoch in range(epochs):
+            M = softmax(W, dim=1)
+            predicted = M.t() @ S
+            gene_score = cosine_similarity(predicted, G, dim=0).mean()
+            loss = -gene_score
+            if lambda_g2:
+                loss = loss - lambda_g2 * cosine_similarity(predicted, G, dim=1).mean()
+            # KL(d || d_pred) with KLDivLoss(reduction="sum") as Tangram writes it: log of the prediction first
+            loss = loss + kl_div(torch.log(M.sum(dim=0) / M.shape[0]), d, reduction="sum")
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if epoch % 50 == 0 or epoch == epochs - 1:
+                history.append(round(gene_score.item(), 4))
+        with torch.no_grad():
+            M = softmax(W, dim=1)
+            score = float(cosine_similarity(M.t() @ S, G, dim=0).mean())
+            mass = M.sum(dim=0, keepdim=True)
+            weights = (M / mass).t().contiguous().numpy()  # normalise per spatial cell: a weighted average
+        info = {"train_score": round(score, 4), "score_history": history, "epochs": epochs}
+        return weights, info

@@ -10,6 +10,8 @@ Every reader returns the same shape of object, so every task can use any dataset
   ``dropped_blanks``, ``dropped_features``, ...).
 
 Bad inputs raise :class:`DataError` (a ``ValueError``) naming the file, the field and the fix.
+After reading, :func:`first_cells` and :func:`to_human_space` (:mod:`.harmonize`) subsample a dataset
+and bring it into the models' human gene space.
 
 >>> adata = read("outs/xenium_run", format="xenium", labels="cell_types.csv")  # doctest: +SKIP
 """
@@ -22,6 +24,7 @@ from typing import Any
 from anndata import AnnData
 
 from .h5ad import read_h5ad
+from .harmonize import first_cells, to_human_space
 from .merscope import read_merscope
 from .validate import DataError, guess_format, validate
 from .xenium import read_xenium
@@ -39,4 +42,14 @@ def read(path: str | Path, format: str | None = None, **options: Any) -> AnnData
     return READERS[name](path, **options)
 
 
-__all__ = ["DataError", "guess_format", "read", "read_h5ad", "read_merscope", "read_xenium", "validate"]
+__all__ = [
+    "DataError",
+    "first_cells",
+    "guess_format",
+    "read",
+    "read_h5ad",
+    "read_merscope",
+    "read_xenium",
+    "to_human_space",
+    "validate",
+]

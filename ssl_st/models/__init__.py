@@ -1,72 +1,63 @@
 """User-facing models: an SSL encoder with its vocabulary, how it is trained, and its checkpoints.
 
 The networks themselves are in :mod:`ssl_st.nn`; this package owns everything around them.
-:func:`pretrain` is the one entry point over the three pretraining methods.
+:func:`pretrain` is the one entry point over the pretraining methods of :data:`PRETRAINING`.
+
+Importing this package, reading an :class:`Architecture` or a method's config, and listing the
+methods import no torch; :class:`SSLModel`, :func:`resolve_device` and :class:`CheckpointError` are
+loaded on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-import scipy.sparse as sp
+from .._lazy import lazy_attributes
+from .architecture import Architecture
+from .barlow_twins import BarlowTwinsConfig
+from .gp_mask import GPMaskConfig
+from .random_mask import RandomMaskConfig
+from .registry import PRETRAINING, AdamWConfig, Pretraining
 
-from ..genes import Vocabulary
-from .barlow_twins import BarlowTwinsConfig, pretrain_barlow_twins
-from .base import Architecture, SSLModel, resolve_device
-from .checkpoints import CheckpointError
-from .gp_mask import GPMaskConfig, pretrain_gp_mask
-from .random_mask import RandomMaskConfig, pretrain_random_mask
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
-METHODS = ("random-mask", "gp-mask", "barlow-twins")
-CONFIGS: dict[str, type] = {
-    "random-mask": RandomMaskConfig,
-    "gp-mask": GPMaskConfig,
-    "barlow-twins": BarlowTwinsConfig,
-}
+    from ..genes import Vocabulary
+    from .base import SSLModel, resolve_device
+    from .checkpoints import CheckpointError
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {"SSLModel": ".base", "resolve_device": ".base", "CheckpointError": ".checkpoints"}
+)
 
 
 def pretrain(
-    method: str,
+    method: str | Pretraining,
     inputs: sp.csr_matrix,
     vocabulary: Vocabulary,
     architecture: Architecture,
     settings: dict[str, Any] | None = None,
-    *,
-    programs: dict[str, list[str]] | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    log_dir: str | Path | None = None,
-    on_epoch: Callable[[int, float, float], None] | None = None,
+    **run: Any,
 ) -> SSLModel:
-    """Pretrain with ``method`` on normalised inputs in vocabulary order; ``settings`` override the
-    method's config defaults (``CONFIGS[method]``)."""
-    if method not in CONFIGS:
-        raise ValueError(f"unknown pretraining method '{method}'; choose one of {', '.join(METHODS)}")
-    config = CONFIGS[method](**(settings or {}))
-    common = {"seed": seed, "device": device, "log_dir": log_dir, "on_epoch": on_epoch}
-    if method == "random-mask":
-        return pretrain_random_mask(inputs, vocabulary, architecture, config, **common)
-    if method == "gp-mask":
-        if not programs:
-            raise ValueError("gp-mask pretraining needs gene programs (a GMT file)")
-        return pretrain_gp_mask(inputs, vocabulary, architecture, config, programs, **common)
-    return pretrain_barlow_twins(inputs, vocabulary, architecture, config, **common)
+    """Pretrain with ``method`` (a name in :data:`PRETRAINING`, or a method's config) on normalised
+    inputs in vocabulary order; ``settings`` override the method's settings (for a name: its class
+    defaults). ``run`` takes :meth:`Pretraining.train`'s options: ``programs``, ``seed``, ``device``,
+    ``log_dir``, ``on_epoch``."""
+    plan = PRETRAINING[method](**(settings or {})) if isinstance(method, str) else replace(method, **(settings or {}))
+    return plan.train(inputs, vocabulary, architecture, **run)
 
 
 __all__ = [
-    "CONFIGS",
-    "METHODS",
+    "PRETRAINING",
+    "AdamWConfig",
     "Architecture",
     "BarlowTwinsConfig",
     "CheckpointError",
     "GPMaskConfig",
+    "Pretraining",
     "RandomMaskConfig",
     "SSLModel",
     "pretrain",
-    "pretrain_barlow_twins",
-    "pretrain_gp_mask",
-    "pretrain_random_mask",
     "resolve_device",
 ]

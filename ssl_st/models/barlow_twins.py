@@ -23,53 +23,23 @@ Deliberate differences from upstream:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import scipy.sparse as sp
-import torch
-from torch.optim.lr_scheduler import LambdaLR
+from .registry import PRETRAINING, Pretraining, Programs
 
-from ..genes import Vocabulary
-from .base import Architecture, SSLModel
-from .lars import LARS, warmup_cosine
-from .training import LoopConfig, OptimizerFactory, pretrain_network
+if TYPE_CHECKING:
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from ..genes import Vocabulary
+    from .architecture import Network
+    from .lars import LARS
+    from .training import LossFn
 
 NEGBIN_TOTAL_COUNT = 10
 NOISE_TARGET_SUM = 1e4
-
-
-@dataclass(frozen=True)
-class BarlowTwinsConfig:
-    epochs: int = 30
-    batch_size: int = 256
-    lambd: float = 0.0051
-    negbin_intensity: float = 0.2
-    dropout_intensity: float = 0.1
-    # times base lr = batch_size / 256 (upstream's scaling); upstream's 0.2 barely leaves the random
-    # init in the few hundred steps a demo-sized atlas gives (module docstring)
-    learning_rate_weights: float = 2.0
-    learning_rate_biases: float = 0.0048
-    weight_decay: float = 1e-5
-    warmup_epochs: int = 1  # upstream: 10 of 1000 epochs
-    validation_fraction: float = 0.1
-
-    @property
-    def base_learning_rate(self) -> float:
-        return self.batch_size / 256
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.base_learning_rate * self.learning_rate_weights,
-            weight_decay=self.weight_decay,
-            gradient_clip=None,
-            validation_fraction=self.validation_fraction,
-            drop_last=True,  # batch norm and the cross-correlation need full batches
-        )
 
 
 def negbin_noise(x: torch.Tensor, intensity: float, gen: torch.Generator) -> torch.Tensor:
@@ -78,6 +48,8 @@ def negbin_noise(x: torch.Tensor, intensity: float, gen: torch.Generator) -> tor
     NB(r, p) (torch's convention, mean ``r p / (1 - p)``) is sampled as Poisson(Gamma(r, scale
     p / (1 - p))), drawing only from ``gen`` (``torch.distributions`` samplers take no generator).
     """
+    import torch
+
     probs = torch.rand(x.shape, generator=gen, device=x.device)
     gamma = torch._standard_gamma(torch.full_like(x, NEGBIN_TOTAL_COUNT), generator=gen)
     counts = torch.poisson(gamma * probs / (1.0 - probs), generator=gen)
@@ -87,6 +59,8 @@ def negbin_noise(x: torch.Tensor, intensity: float, gen: torch.Generator) -> tor
 
 def dropout_augmentation(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Zero each entry with probability ``p`` and scale the rest by ``1 / (1 - p)`` (inverted dropout)."""
+    import torch
+
     if p <= 0:
         return x
     keep = torch.rand(x.shape, generator=gen, device=x.device) >= p
@@ -95,6 +69,8 @@ def dropout_augmentation(x: torch.Tensor, p: float, gen: torch.Generator) -> tor
 
 def cross_correlation_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> torch.Tensor:
     """Barlow Twins loss of two batch-normalised embeddings (B x D each)."""
+    import torch
+
     c = z1.T @ z2 / z1.shape[0]  # the actual batch size, not the configured one (upstream)
     diagonal = torch.diagonal(c)
     on = (1.0 - diagonal).pow(2).sum()
@@ -110,50 +86,55 @@ def barlow_twins_loss(
     negbin_intensity: float = 0.2,
     dropout_intensity: float = 0.1,
 ) -> torch.Tensor:
-    """Objective for :func:`ssl_st.models.training.fit` (``network`` a :class:`ssl_st.nn.BarlowTwins`)."""
+    """The loss for :func:`ssl_st.models.training.fit` (``network`` a :class:`ssl_st.nn.BarlowTwins`)."""
     view = dropout_augmentation(negbin_noise(x, negbin_intensity, gen), dropout_intensity, gen)
     _, z1 = network(view)
     _, z2 = network(x)
     return cross_correlation_loss(z1, z2, lambd)
 
 
-def lars_factory(config: BarlowTwinsConfig) -> OptimizerFactory:
-    """``make_optimizer`` for :func:`fit`: LARS over weights and 1-D parameters, warmup + cosine."""
+@PRETRAINING.register
+@dataclass(frozen=True)
+class BarlowTwinsConfig(Pretraining):
+    """Barlow Twins: a noisy and a clean view, cross-correlation pushed to identity; LARS (module docstring)."""
 
-    def make(network: torch.nn.Module, steps_per_epoch: int) -> tuple[LARS, LambdaLR]:
+    name: ClassVar[str] = "barlow-twins"
+    network: ClassVar[Network] = "barlow-twins"
+    drop_last: ClassVar[bool] = True  # batch norm and the cross-correlation need full batches
+
+    lambd: float = 0.0051
+    negbin_intensity: float = 0.2
+    dropout_intensity: float = 0.1
+    # times base lr = batch_size / 256 (upstream's scaling); upstream's 0.2 barely leaves the random
+    # init in the few hundred steps a demo-sized atlas gives (module docstring)
+    learning_rate_weights: float = 2.0
+    learning_rate_biases: float = 0.0048
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 1  # upstream: 10 of 1000 epochs
+
+    @property
+    def base_learning_rate(self) -> float:
+        return self.batch_size / 256
+
+    def loss(self, vocabulary: Vocabulary, programs: Programs | None) -> tuple[LossFn, dict[str, Any]]:
+        loss_fn = partial(
+            barlow_twins_loss,
+            lambd=self.lambd,
+            negbin_intensity=self.negbin_intensity,
+            dropout_intensity=self.dropout_intensity,
+        )
+        return loss_fn, {}
+
+    def optimizer(self, network: torch.nn.Module, steps_per_epoch: int) -> tuple[LARS, LambdaLR]:
+        """LARS over weights and 1-D parameters, linear warmup then cosine decay."""
+        from .lars import LARS, warmup_cosine
+
         params = [p for p in network.parameters() if p.requires_grad]
-        base = config.base_learning_rate
+        base = self.base_learning_rate
         groups = [
-            {"params": [p for p in params if p.ndim > 1], "lr": base * config.learning_rate_weights},
-            {"params": [p for p in params if p.ndim == 1], "lr": base * config.learning_rate_biases},
+            {"params": [p for p in params if p.ndim > 1], "lr": base * self.learning_rate_weights},
+            {"params": [p for p in params if p.ndim == 1], "lr": base * self.learning_rate_biases},
         ]
-        optimizer = LARS(groups, weight_decay=config.weight_decay)
-        total = config.epochs * steps_per_epoch
-        return optimizer, warmup_cosine(optimizer, config.warmup_epochs * steps_per_epoch, total)
-
-    return make
-
-
-def pretrain_barlow_twins(
-    inputs: sp.csr_matrix,
-    vocabulary: Vocabulary,
-    architecture: Architecture,
-    config: BarlowTwinsConfig,
-    *,
-    seed: int = 0,
-    device: str = "auto",
-    on_epoch: Callable[[int, float, float], None] | None = None,
-    log_dir: str | Path | None = None,
-) -> SSLModel:
-    """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
-    objective = partial(
-        barlow_twins_loss,
-        lambd=config.lambd,
-        negbin_intensity=config.negbin_intensity,
-        dropout_intensity=config.dropout_intensity,
-    )
-    return pretrain_network(
-        "barlow-twins", inputs, vocabulary, architecture, objective, config.loop(),
-        seed=seed, device=device, on_epoch=on_epoch, log_dir=log_dir,
-        make_optimizer=lars_factory(config), training=asdict(config),
-    )  # fmt: skip
+        optimizer = LARS(groups, weight_decay=self.weight_decay)
+        total = self.epochs * steps_per_epoch
+        return optimizer, warmup_cosine(optimizer, self.warmup_epochs * steps_per_epoch, total)

@@ -5,15 +5,16 @@ On disk a model is three files side by side, as on the hub:
 - ``<name>.ckpt`` — the weights in the published layout (:mod:`.checkpoints`), so one loader reads
   ours and theirs;
 - ``var.parquet`` — the vocabulary (``feature_id``, ``feature_name``) in input order;
-- ``<name>.json`` — ssl-st's metadata: ``format_version``, method, architecture, training history.
-  Optional: published checkpoints have none, and their architecture is read off the weight shapes.
+- ``<name>.json`` — ssl-st's metadata: ``format_version``, method, ``layout`` (the network kind),
+  architecture, training history. Optional: published checkpoints have none, and their architecture
+  is read off the weight shapes. The network is always built from the checkpoint's own layout, so a
+  model loads whether or not the method that trained it is registered in the loading process.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,53 +25,15 @@ from torch import nn
 
 from .. import __version__
 from ..genes import Vocabulary
-from ..nn import (
-    UPSTREAM_ENCODER_UNITS,
-    UPSTREAM_PROJECTOR_UNITS,
-    Activation,
-    BarlowTwins,
-    Classifier,
-    MaskedAutoencoder,
-    OutputActivation,
-)
+from ..nn import BarlowTwins, Classifier
 from . import checkpoints
+from .architecture import UPSTREAM_PROJECTOR_UNITS, Architecture
 
 FORMAT_VERSION = 1
 # Below this fill fraction the first layer multiplies sparse rows (measured by bench/embed_throughput.py).
 SPARSE_FIRST_LAYER_BELOW = 0.25
 CHECKPOINT_NAME = "model.ckpt"
 VOCABULARY_NAME = "var.parquet"
-# Methods whose network is the masked autoencoder; everything else names its own network.
-MASKED_METHODS = ("random-mask", "gp-mask", "random-init", "masked-autoencoder")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Widths and activations of the encoder (the decoder mirrors it; the projector is Barlow Twins')."""
-
-    units: tuple[int, ...] = UPSTREAM_ENCODER_UNITS
-    dropout: float = 0.1
-    activation: Activation = "selu"
-    output_activation: OutputActivation = "identity"
-    projector: tuple[int, ...] = UPSTREAM_PROJECTOR_UNITS
-
-    def __post_init__(self) -> None:
-        if len(self.units) < 2 or min(self.units) < 1:
-            raise ValueError("encoder units need at least two positive widths, e.g. [256, 64]")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("encoder dropout must be in [0, 1)")
-
-    def build(self, n_genes: int, method: str = "random-mask") -> nn.Module:
-        if method == "barlow-twins":
-            return BarlowTwins(n_genes, self.units, self.activation, self.dropout, self.projector)
-        return MaskedAutoencoder(n_genes, self.units, self.activation, self.dropout, self.output_activation)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "units": list(self.units), "projector": list(self.projector)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Architecture:
-        return cls(**{**data, "units": tuple(data["units"]), "projector": tuple(data.get("projector", UPSTREAM_PROJECTOR_UNITS))})
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -207,9 +170,9 @@ class SSLModel:
         if layout == "classifier":
             network: nn.Module = Classifier(shape.n_genes, shape.n_classes or 1, shape.units, "relu", 0.0)
             method = meta.get("method", "supervised")
-        else:
+        else:  # the layout is the network kind: no need to know (or register) the method that trained it
             method = meta.get("method", layout)
-            network = architecture.build(shape.n_genes, "barlow-twins" if layout == "barlow-twins" else "random-mask")
+            network = architecture.build(shape.n_genes, layout)
         checkpoints.load_strict(network, state, ckpt)
         network.eval()
         return cls(network, vocabulary, architecture, method, meta.get("training"))

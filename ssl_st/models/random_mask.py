@@ -7,48 +7,47 @@ all B x G entries (upstream's normalisation, kept so loss values are comparable 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import scipy.sparse as sp
-import torch
+from .registry import PRETRAINING, AdamWConfig, Programs
 
-from ..genes import Vocabulary
-from .base import Architecture, SSLModel
-from .training import AdamWConfig, pretrain_network
+if TYPE_CHECKING:
+    import torch
 
-
-@dataclass(frozen=True)
-class RandomMaskConfig(AdamWConfig):
-    mask_rate: float = 0.5
+    from ..genes import Vocabulary
+    from .architecture import Network
+    from .training import LossFn
 
 
-def random_mask_loss(mask_rate: float):
+def hidden_error(reconstruction: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Squared error on the hidden entries, summed and divided by all B x G entries (upstream's
+    normalisation, shared by the masked objectives)."""
+    return ((reconstruction - x) ** 2 * hidden).sum() / x.numel()
+
+
+def random_mask_loss(mask_rate: float) -> LossFn:
+    import torch
+
     keep = 1.0 - mask_rate
 
-    def objective(network: torch.nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_fn(network: torch.nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         mask = torch.rand(x.shape, generator=gen, device=x.device) < keep
         _, reconstruction = network(x * mask / keep)
-        hidden = ~mask
-        return ((reconstruction - x) ** 2 * hidden).sum() / x.numel()
+        return hidden_error(reconstruction, x, ~mask)
 
-    return objective
+    return loss_fn
 
 
-def pretrain_random_mask(
-    inputs: sp.csr_matrix,
-    vocabulary: Vocabulary,
-    architecture: Architecture,
-    config: RandomMaskConfig,
-    *,
-    seed: int = 0,
-    device: str = "auto",
-    on_epoch: Callable[[int, float, float], None] | None = None,
-    log_dir: str | Path | None = None,
-) -> SSLModel:
-    """Pretrain on normalised inputs already in vocabulary order (see :func:`ssl_st.pp.model_input`)."""
-    return pretrain_network(
-        "random-mask", inputs, vocabulary, architecture, random_mask_loss(config.mask_rate), config.loop(),
-        seed=seed, device=device, on_epoch=on_epoch, log_dir=log_dir, training=asdict(config),
-    )  # fmt: skip
+@PRETRAINING.register
+@dataclass(frozen=True)
+class RandomMaskConfig(AdamWConfig):
+    """Random Mask: every entry hidden with probability ``mask_rate``; AdamW (module docstring)."""
+
+    name: ClassVar[str] = "random-mask"
+    network: ClassVar[Network] = "masked-autoencoder"
+
+    mask_rate: float = 0.5
+
+    def loss(self, vocabulary: Vocabulary, programs: Programs | None) -> tuple[LossFn, dict[str, Any]]:
+        return random_mask_loss(self.mask_rate), {}

@@ -11,45 +11,20 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from .registry import Pretraining
+
 # (network, dense batch, random generator) -> scalar loss
-Objective = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 EpochCallback = Callable[[int, float, float], None]
-# (network, optimizer steps per epoch) -> optimizer and an optional scheduler stepped after every step
-OptimizerFactory = Callable[[nn.Module, int], tuple[torch.optim.Optimizer, "torch.optim.lr_scheduler.LRScheduler | None"]]
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    gradient_clip: float | None = 1.0
-    validation_fraction: float = 0.1
-    drop_last: bool = False  # objectives with batch statistics (Barlow Twins) need full batches
-
-
-@dataclass(frozen=True)
-class AdamWConfig:
-    """The AdamW schedule the masked autoencoders share (upstream: lr 1e-3, weight decay 0.01, clip 1)."""
-
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    validation_fraction: float = 0.1
-    gradient_clip: float = 1.0
-
-    def loop(self) -> LoopConfig:
-        return LoopConfig(**{f.name: getattr(self, f.name) for f in fields(AdamWConfig)})
 
 
 def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False):
@@ -61,48 +36,43 @@ def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.
 
 def fit(
     network: nn.Module,
-    objective: Objective,
+    loss_fn: LossFn,
     inputs: sp.csr_matrix,
-    config: LoopConfig,
+    plan: Pretraining,
     *,
     seed: int,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
-    make_optimizer: OptimizerFactory | None = None,
     log_dir: str | Path | None = None,
 ) -> dict:
-    """Train ``network`` on ``objective``; restore the weights of the best validation epoch.
+    """Train ``network`` on ``loss_fn`` with the loop settings and optimizer of ``plan``; restore the
+    weights of the best validation epoch.
 
-    The optimizer defaults to AdamW(learning_rate, weight_decay). ``log_dir`` receives TensorBoard
-    curves (``loss/train``, ``loss/val`` per epoch, ``lr`` per step).
+    ``log_dir`` receives TensorBoard curves (``loss/train``, ``loss/val`` per epoch, ``lr`` per step).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(inputs.shape[0])
-    n_val = int(round(len(order) * config.validation_fraction))
+    n_val = int(round(len(order) * plan.validation_fraction))
     val_rows, train_rows = order[:n_val], order[n_val:]
-    if len(train_rows) < (config.batch_size if config.drop_last else 1):
-        raise ValueError(f"{len(train_rows)} training cells cannot fill one batch of {config.batch_size}; lower batch_size")
+    if len(train_rows) < (plan.batch_size if plan.drop_last else 1):
+        raise ValueError(f"{len(train_rows)} training cells cannot fill one batch of {plan.batch_size}; lower batch_size")
     network.to(device)
-    steps_per_epoch = len(train_rows) // config.batch_size if config.drop_last else math.ceil(len(train_rows) / config.batch_size)
-    if make_optimizer is None:
-        optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = None
-    else:
-        optimizer, scheduler = make_optimizer(network, steps_per_epoch)
+    steps_per_epoch = len(train_rows) // plan.batch_size if plan.drop_last else math.ceil(len(train_rows) / plan.batch_size)
+    optimizer, scheduler = plan.optimizer(network, steps_per_epoch)
     writer = _writer(log_dir)
     step_gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best = (math.inf, -1, copy.deepcopy(network.state_dict()))
     steps = 0
-    for epoch in range(config.epochs):
+    for epoch in range(plan.epochs):
         network.train()
         total, count = 0.0, 0
-        for batch in _batches(inputs, rng.permutation(train_rows), config.batch_size, device, config.drop_last):
-            loss = objective(network, batch, step_gen)
+        for batch in _batches(inputs, rng.permutation(train_rows), plan.batch_size, device, plan.drop_last):
+            loss = loss_fn(network, batch, step_gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.gradient_clip:
-                nn.utils.clip_grad_norm_(network.parameters(), config.gradient_clip)
+            if plan.gradient_clip:
+                nn.utils.clip_grad_norm_(network.parameters(), plan.gradient_clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -112,7 +82,7 @@ def fit(
             count += len(batch)
             steps += 1
         train_loss = total / max(count, 1)
-        val_loss = _evaluate(network, objective, inputs, val_rows, config.batch_size, device, seed)
+        val_loss = _evaluate(network, loss_fn, inputs, val_rows, plan.batch_size, device, seed)
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if writer is not None:
@@ -126,7 +96,7 @@ def fit(
         writer.close()
     network.load_state_dict(best[2])
     network.eval()
-    return {**history, "best_epoch": best[1], "epochs_run": config.epochs, "steps": steps}
+    return {**history, "best_epoch": best[1], "epochs_run": plan.epochs, "steps": steps}
 
 
 def _writer(log_dir: str | Path | None):
@@ -138,39 +108,10 @@ def _writer(log_dir: str | Path | None):
 
 
 @torch.no_grad()
-def _evaluate(network, objective, inputs, rows, batch_size, device, seed) -> float:
+def _evaluate(network, loss_fn, inputs, rows, batch_size, device, seed) -> float:
     if len(rows) == 0:
         return math.nan
     network.eval()
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    total = sum(float(objective(network, b, gen)) * len(b) for b in _batches(inputs, rows, batch_size, device))
+    total = sum(float(loss_fn(network, b, gen)) * len(b) for b in _batches(inputs, rows, batch_size, device))
     return total / len(rows)
-
-
-def pretrain_network(
-    method: str,
-    inputs: sp.csr_matrix,
-    vocabulary,
-    architecture,
-    objective: Objective,
-    config: LoopConfig,
-    *,
-    seed: int,
-    device: str,
-    on_epoch: EpochCallback | None = None,
-    log_dir: str | Path | None = None,
-    make_optimizer: OptimizerFactory | None = None,
-    training: dict | None = None,
-):
-    """The common run of every pretraining method: seeded init of the method's network, :func:`fit`,
-    and an :class:`~ssl_st.models.SSLModel` whose ``training`` record holds ``training`` + history."""
-    from .base import SSLModel, resolve_device  # base imports nothing from here; avoid a cycle anyway
-
-    torch.manual_seed(seed)
-    network = architecture.build(len(vocabulary), method)
-    history = fit(
-        network, objective, inputs, config, seed=seed, device=resolve_device(device),
-        on_epoch=on_epoch, make_optimizer=make_optimizer, log_dir=log_dir,
-    )  # fmt: skip
-    network.cpu()
-    return SSLModel(network, vocabulary, architecture, method, {**(training or {}), "seed": seed, **history})

@@ -13,31 +13,22 @@ seed names a reproducible run rather than a split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
-from .. import metrics
-from ..genes import Vocabulary
-from ..models import SSLModel
-from ..pp import TargetSum, model_input
+from .. import metrics, tl
+from ..pp import model_input
+from .config import CellTypeConfig
 
+if TYPE_CHECKING:
+    from anndata import AnnData
 
-@dataclass(frozen=True)
-class CellTypeConfig:
-    label_key: str = "cell_type"
-    k: int = 5
-    split: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    target_sum: TargetSum = 1e4
-    pca_components: int = 64
-    min_coverage: float = 0.0  # fraction of the dataset's genes that must map onto the vocabulary
-
-
-class CoverageError(ValueError):
-    """Too few of a dataset's genes map onto a model's vocabulary for its results to mean anything."""
+    from ..genes import Coverage, Vocabulary
+    from ..models import SSLModel
 
 
 @dataclass(frozen=True)
@@ -55,19 +46,6 @@ def split_indices(n: int, seed: int, split: tuple[float, float, float]) -> tuple
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def checked_input(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig):
-    """Model-space inputs, refusing datasets whose genes barely reach the vocabulary."""
-    inputs, coverage = model_input(adata, vocabulary, config.target_sum)
-    if coverage.mapped_genes == 0 or coverage.dataset_fraction < config.min_coverage:
-        raise CoverageError(
-            f"only {coverage.mapped_genes} of the dataset's {coverage.dataset_genes} genes "
-            f"({coverage.dataset_fraction:.0%}) map onto the {coverage.vocabulary_genes}-gene vocabulary "
-            f"(min_coverage {config.min_coverage:.0%}); check the gene identifiers in var (index, gene_ids, "
-            "feature_id, feature_name) and the species (mouse data needs orthologs), or lower min_coverage"
-        )
-    return inputs, coverage
-
-
 def labels(adata: AnnData, key: str) -> np.ndarray:
     if key not in adata.obs:
         raise KeyError(
@@ -82,7 +60,7 @@ def knn_scores(embedding: np.ndarray, y: np.ndarray, train: np.ndarray, test: np
     return metrics.classification(y[test], knn.predict(embedding[test]))
 
 
-def _info(adata: AnnData, y: np.ndarray, train: np.ndarray, test: np.ndarray, coverage) -> dict[str, float]:
+def _info(adata: AnnData, y: np.ndarray, train: np.ndarray, test: np.ndarray, coverage: Coverage) -> dict[str, float]:
     return {
         "n_cells": float(adata.n_obs),
         "n_train": float(len(train)),
@@ -94,17 +72,21 @@ def _info(adata: AnnData, y: np.ndarray, train: np.ndarray, test: np.ndarray, co
 
 
 def zero_shot(adata: AnnData, model: SSLModel, config: CellTypeConfig, seed: int, device: str = "auto") -> TaskResult:
+    """kNN on the frozen encoder's embedding, which stays in ``adata.obsm`` as :func:`ssl_st.tl.embed`
+    writes it (key ``tl.embedding_key(model.method)``)."""
     y = labels(adata, config.label_key)
     train, _, test = split_indices(adata.n_obs, seed, config.split)
-    inputs, coverage = checked_input(adata, model.vocabulary, config)
-    embedding = model.embed(inputs, device=device)
-    return TaskResult(knn_scores(embedding, y, train, test, config.k), _info(adata, y, train, test, coverage))
+    key = tl.embedding_key(model.method)
+    coverage = tl.embed(
+        adata, model, key=key, target_sum=config.target_sum, min_coverage=config.min_coverage, device=device
+    )
+    return TaskResult(knn_scores(adata.obsm[key], y, train, test, config.k), _info(adata, y, train, test, coverage))
 
 
 def pca_baseline(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig, seed: int) -> TaskResult:
     y = labels(adata, config.label_key)
     train, _, test = split_indices(adata.n_obs, seed, config.split)
-    inputs, coverage = checked_input(adata, vocabulary, config)
+    inputs, coverage = model_input(adata, vocabulary, config.target_sum, min_coverage=config.min_coverage)
     # Zero-filled vocabulary columns add nothing to PCA; dropping them keeps a 19k-gene space cheap.
     dense = inputs[:, np.unique(inputs.indices)].toarray()
     n_components = min(config.pca_components, len(train) - 1, dense.shape[1])

@@ -18,31 +18,25 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from anndata import AnnData
 from torch import nn
 
 from .. import metrics
-from ..genes import Vocabulary
-from ..models import Architecture, SSLModel, resolve_device
+from ..models import resolve_device
 from ..nn import Classifier
-from .celltype import CellTypeConfig, TaskResult, _info, checked_input, knn_scores, labels, split_indices
+from ..pp import model_input
+from .celltype import TaskResult, _info, knn_scores, labels, split_indices
+from .config import CellTypeConfig, FineTuneConfig
 
+if TYPE_CHECKING:
+    from anndata import AnnData
 
-@dataclass(frozen=True)
-class FineTuneConfig:
-    learning_rate: float = 9e-4
-    weight_decay: float = 0.05
-    batch_size: int = 128
-    max_epochs: int = 500
-    patience: int = 20
-    min_delta: float = 1e-4
-    scope: Literal["last-5", "all"] = "last-5"
+    from ..genes import Vocabulary
+    from ..models import Architecture, SSLModel
 
 
 def _dense(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -116,7 +110,7 @@ def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of) -> 
     y_names = labels(adata, config.label_key)
     classes, y = np.unique(y_names, return_inverse=True)
     train, val, test = split_indices(adata.n_obs, seed, config.split)
-    x, coverage = checked_input(adata, vocabulary, config)
+    x, coverage = model_input(adata, vocabulary, config.target_sum, min_coverage=config.min_coverage)
     target = resolve_device(device)
     history = train_classifier(network, x, y, train, val, ft, seed=seed, device=target, trainable=trainable_of(network))
     scores = _evaluate(network, x, y_names, classes, train, test, config.k, target)
