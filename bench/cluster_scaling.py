@@ -2,7 +2,7 @@
 
 Full-batch training is only viable on whole slides if time and memory per epoch grow linearly with
 cells (the graph has a bounded number of neighbours per cell). This script measures it: seconds per
-epoch and peak memory of ``cluster.stagate.fit_stagate`` on synthetic slides of increasing size,
+epoch and peak memory of ``cluster.training.fit_stagate`` on synthetic slides of increasing size,
 each size in a fresh subprocess so one size's memory high-water mark cannot leak into the next,
 and prints the growth ratios next to the cell ratios.
 
@@ -122,9 +122,10 @@ def measure(n_cells: int, args: argparse.Namespace) -> dict:
     import torch
 
     from cluster._torch import resolve_device
-    from cluster.stagate import STAGATEConfig, fit_stagate
+    from cluster.training import STAGATEConfig, fit_stagate
+    from ssl_st.threads import limit_threads
 
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     device = resolve_device(args.device)
     # Load kernels and allocator pools on a toy slide first, so they are not billed to the first size.
     fit_stagate(*synthetic_slide(200, args.genes, args.neighbours), STAGATEConfig(epochs=1), device=device)

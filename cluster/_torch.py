@@ -2,8 +2,8 @@
 
 Both models train full-batch on one spatial graph, so they share the same needs: validate the
 arrays they are handed, put one copy of the graph on the device, aggregate over neighbours with
-per-edge weights, and run a seeded epoch loop. Keeping that here keeps the model files about the
-models.
+per-edge weights, seed every generator. Keeping that here keeps the model files about the models;
+the training loop itself is :mod:`cluster.training`.
 
 The neighbour aggregation is the one place where performance matters. The textbook message-passing
 form gathers a message per edge (``E x C`` floats) before summing; with STAGATE's 512 hidden units
@@ -16,32 +16,13 @@ a sampled dense-dense product (SDDMM) for the edge-weight gradient, so memory st
 from __future__ import annotations
 
 import random
-import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-Progress = Callable[[int, float], None]
-"""Called after every epoch with the 1-based epoch number and that epoch's training loss."""
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What a fit hands back: the embedding the clustering head consumes, plus its provenance."""
-
-    embedding: np.ndarray
-    """n x d float32, rows in the order of the input cells."""
-    losses: tuple[float, ...]
-    """Training loss per epoch."""
-    seconds: float
-    """Wall time of the whole fit (graph preparation, training, final forward pass)."""
-    device: str
-    """Where it ran, e.g. ``"cpu"`` or ``"cuda:0"``."""
 
 
 def seed_everything(seed: int) -> None:
@@ -190,45 +171,3 @@ class _WeightedSpmm(torch.autograd.Function):
 def weighted_spmm(values: torch.Tensor, h: torch.Tensor, graph: Graph) -> torch.Tensor:
     """Neighbour sum weighted per edge; ``values`` is in the graph's CSR edge order."""
     return _WeightedSpmm.apply(values, h, graph)
-
-
-def run_epochs(
-    loss_fn: Callable[[], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    epochs: int,
-    *,
-    clip_params: list[torch.nn.Parameter] | None = None,
-    clip_norm: float | None = None,
-    progress: Progress | None = None,
-) -> tuple[float, ...]:
-    """Full-batch training: one optimiser step per epoch on the loss of the whole graph."""
-    losses: list[torch.Tensor] = []
-    for epoch in range(1, epochs + 1):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        loss.backward()
-        if clip_norm is not None and clip_params is not None:
-            torch.nn.utils.clip_grad_norm_(clip_params, clip_norm)
-        optimizer.step()
-        # Kept on the device: reading the value every epoch would sync a GPU for nothing.
-        losses.append(loss.detach())
-        if progress is not None:
-            progress(epoch, float(loss.detach()))
-    if not losses:
-        return ()
-    return tuple(float(v) for v in torch.stack(losses).cpu().tolist())
-
-
-class Stopwatch:
-    """Wall-clock seconds since construction (``perf_counter``)."""
-
-    def __init__(self) -> None:
-        self._start = time.perf_counter()
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self._start
-
-
-def check_epochs(epochs: int) -> None:
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")

@@ -21,16 +21,16 @@ coordinates usually share one frame, and a cell must not borrow neighbours from 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
+from .settings import GraphMethod
+
 if TYPE_CHECKING:
     from anndata import AnnData
-
-GraphMethod = Literal["radius", "knn", "delaunay"]
 
 logger = logging.getLogger(__name__)
 

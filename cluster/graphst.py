@@ -20,10 +20,14 @@ Follows JinmiaoChenLab/GraphST (``GraphST.py`` ``train``, ``model.py`` ``Encoder
   (lr 1e-3, no weight decay), 600 epochs, seed 41, Xavier-uniform init;
 * output: upstream stores ``adata.obsm['emb']`` = the **reconstruction** ``h`` (second output of
   the encoder), not the hidden ``z``, and its clustering runs PCA(20) on it before mclust/leiden.
-  ``GraphSTResult.embedding`` is therefore ``h`` (n x features); ``latent`` also gives ``z``
-  (upstream's ``hiden_emb``, n x 64).
+  ``GraphSTResult.embedding`` (:mod:`cluster.training`) is therefore ``h`` (n x features);
+  ``latent`` also gives ``z`` (upstream's ``hiden_emb``, n x 64).
 
-Upstream has two code paths keyed on ``datatype``; :attr:`GraphSTConfig.variant` picks one:
+Training is :func:`cluster.training.fit_graphst`; this module holds the network, its fixed graph
+operators and the corruption, nothing that trains them.
+
+Upstream has two code paths keyed on ``datatype``; :attr:`cluster.training.GraphSTConfig.variant`
+picks one:
 
 * ``"10X"`` (upstream default, dense): ``A_hat = D^-1/2 A D^-1/2 + I`` (``preprocess_adj``),
   embedding = ``h``;
@@ -48,7 +52,6 @@ Deviations, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,46 +59,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._torch import (
-    FitResult,
-    Graph,
-    Progress,
-    Stopwatch,
-    as_adjacency,
-    as_features,
-    check_epochs,
-    make_graph,
-    resolve_device,
-    run_epochs,
-    seed_everything,
-    weighted_spmm,
-)
+from ._torch import Graph, as_adjacency, make_graph, weighted_spmm
 
-__all__ = ["GraphSTConfig", "GraphSTNet", "GraphSTOperators", "GraphSTResult", "RowShuffler", "fit_graphst"]
-
-
-@dataclass(frozen=True)
-class GraphSTConfig:
-    """Training settings; defaults are upstream ``GraphST.__init__``'s."""
-
-    latent: int = 64
-    epochs: int = 600
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    alpha: float = 10.0
-    """Weight of the reconstruction loss."""
-    beta: float = 1.0
-    """Weight of the contrastive (discriminator) loss."""
-    variant: Literal["10X", "sparse"] = "10X"
-    """Upstream's code path: graph normalisation and whether the output is L2-normalised."""
-
-
-@dataclass(frozen=True)
-class GraphSTResult(FitResult):
-    """``embedding`` is upstream's ``emb`` (the reconstruction ``h``, n x features, L2-normalised
-    rows for ``variant="sparse"``); ``latent`` is the hidden code ``z`` (n x latent)."""
-
-    latent: np.ndarray
+__all__ = ["GraphSTNet", "GraphSTOperators", "RowShuffler", "graphst_operators"]
 
 
 @dataclass(frozen=True)
@@ -212,56 +178,3 @@ class RowShuffler:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         perm = torch.randperm(x.shape[0], generator=self._generator)
         return x[perm.to(x.device)]
-
-
-def fit_graphst(
-    x: np.ndarray | sp.spmatrix,
-    adjacency: sp.spmatrix,
-    config: GraphSTConfig = GraphSTConfig(),
-    *,
-    seed: int = 41,
-    device: str | torch.device = "auto",
-    progress: Progress | None = None,
-) -> GraphSTResult:
-    """Train GraphST full-batch on one slide.
-
-    ``x``: cells x features (dense or scipy sparse; densified). ``adjacency``: symmetric scipy
-    sparse spatial graph, n x n; diagonal and edge weights are ignored.
-    """
-    watch = Stopwatch()
-    check_epochs(config.epochs)
-    features = as_features(x)
-    n = features.shape[0]
-    dev = resolve_device(device)
-    ops = graphst_operators(adjacency, n, config.variant, dev)
-    seed_everything(seed)
-
-    model = GraphSTNet(features.shape[1], config.latent).to(dev)
-    xt = torch.from_numpy(features).to(dev)
-    labels = torch.zeros(n, 2, device=dev)
-    labels[:, 0] = 1.0  # column 0 scores the positive pair, column 1 the corrupted one
-    corrupt = RowShuffler(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def loss_fn() -> torch.Tensor:
-        _, h, ret, ret_a = model(xt, corrupt(xt), ops)
-        contrastive = F.binary_cross_entropy_with_logits(ret, labels) + F.binary_cross_entropy_with_logits(
-            ret_a, labels
-        )
-        return config.alpha * F.mse_loss(xt, h) + config.beta * contrastive
-
-    model.train()
-    losses = run_epochs(loss_fn, optimizer, config.epochs, progress=progress)
-    model.eval()
-    with torch.no_grad():
-        z = model.encode(xt, ops)
-        h = model.decode(z, ops)
-        if config.variant == "sparse":
-            h = F.normalize(h, p=2, dim=1)
-    return GraphSTResult(
-        embedding=h.cpu().numpy().astype(np.float32, copy=False),
-        losses=losses,
-        seconds=watch.seconds(),
-        device=str(dev),
-        latent=z.cpu().numpy().astype(np.float32, copy=False),
-    )

@@ -11,9 +11,13 @@ them all and the comparison isolates the representation:
   ``n_domains`` argument, so :func:`search_resolution` finds a resolution that yields it, and the
   kNN graph is built once and shared by every resolution tried.
 
-:func:`cluster` dispatches between them and returns a :class:`HeadResult`. All labels are
-relabelled by cluster size (0 = largest), so that two runs that agree up to label permutation also
-agree as arrays, and plots keep their colours.
+Each head is also a small frozen dataclass of its options, light, in :mod:`cluster.settings`
+(:class:`~cluster.settings.GaussianMixtureHead`, :class:`~cluster.settings.KMeansHead`,
+:class:`~cluster.settings.LeidenHead`), registered in :data:`cluster.HEADS` under the name a
+method's ``head`` setting gives it; its ``cut`` calls the functions here and returns a
+:class:`HeadResult`, and :func:`cluster` does the same from a name. All labels are relabelled by
+cluster size (0 = largest), so that two runs that agree up to label permutation also agree as
+arrays, and plots keep their colours.
 
 Everything here scales to 10^5-10^6 cells: the kNN graph is sparse, and nothing builds an n x n
 dense matrix.
@@ -24,14 +28,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-Covariance = Literal["tied", "full", "diag"]
-Method = Literal["gmm", "kmeans", "leiden"]
-METHODS: tuple[str, ...] = ("gmm", "kmeans", "leiden")
+from .registry import HEADS
+from .settings import Covariance
 
 # Above this many cells k-means switches to mini-batches: full Lloyd passes over 10^6 cells and
 # n_init restarts cost minutes, while mini-batch centroids land within noise of them for domains.
@@ -374,42 +377,24 @@ def pca(x: Any, n_components: int = 20, *, seed: int = 0) -> np.ndarray:
 
 def cluster(
     x: Any,
-    method: Method,
+    method: str,
     n_domains: int | None = None,
     *,
     resolution: float | None = None,
     seed: int = 0,
     **options: Any,
 ) -> HeadResult:
-    """Cut ``x`` into domains with one head: ``"gmm"``, ``"kmeans"`` or ``"leiden"``.
+    """Cut ``x`` into domains with one head: ``"gmm"``, ``"kmeans"`` or ``"leiden"`` (any name in
+    :data:`cluster.HEADS`).
 
     gmm and kmeans need ``n_domains``. Leiden runs once at ``resolution`` when one is given (a
     fixed resolution wins over ``n_domains``; ``info['reached']`` then says whether it happened to
     give ``n_domains``), and otherwise searches a resolution for ``n_domains``
-    (:func:`search_resolution`). ``options`` go to the head (``covariance``, ``n_init``,
+    (:func:`search_resolution`). ``options`` are the head's fields (``covariance``, ``n_init``,
     ``n_neighbors``, ``low``/``high``...). ``info`` holds numbers only (``reached`` as 0/1), so it
     drops straight into a results table.
     """
-    info: dict[str, float] = {}
-    if method in ("gmm", "kmeans"):
-        if n_domains is None:
-            raise ValueError(f"{method} needs n_domains (the number of domains)")
-        if resolution is not None:
-            raise ValueError(f"resolution applies to leiden only, not {method}")
-        head = gmm if method == "gmm" else kmeans
-        labels = head(x, n_domains, seed=seed, **options)
-    elif method == "leiden":
-        if resolution is not None:
-            labels = leiden(x, resolution, seed=seed, **options)
-            info["resolution"] = float(resolution)
-            if n_domains is not None:
-                info["reached"] = float(int(labels.max()) + 1 == n_domains)
-        elif n_domains is not None:
-            search = search_resolution(x, n_domains, seed=seed, **options)
-            labels = search.labels
-            info.update(resolution=search.resolution, reached=float(search.reached), n_trials=float(len(search.trials)))
-        else:
-            raise ValueError("leiden needs n_domains (a resolution is searched) or a fixed resolution")
-    else:
-        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
-    return HeadResult(labels=labels, method=method, n_found=int(labels.max()) + 1, info=info)
+    head = HEADS.get(method)
+    if head is None:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(HEADS.names())}")
+    return head(**options).cut(x, n_domains, resolution=resolution, seed=seed)

@@ -16,8 +16,11 @@ Follows STAGATE_pyG (``STAGATE.py``, ``gat_conv.py``, ``Train_STAGATE.py``, ``ut
   **sigmoid, then softmax over the neighbours of i** (STAGATE's choice, not GAT's LeakyReLU; the
   earliest pyG commit still had LeakyReLU, the released package and the TF original use sigmoid);
 * init: Xavier-normal with gain 1.414 for weights and attention vectors;
-* training: Adam(lr 1e-3, weight decay 1e-4), MSE(x, x_hat), gradient-norm clipping at 5,
-  1000 full-batch epochs; the embedding is ``z`` from a final forward pass.
+* training (:func:`cluster.training.fit_stagate`): Adam(lr 1e-3, weight decay 1e-4),
+  MSE(x, x_hat), gradient-norm clipping at 5, 1000 full-batch epochs; the embedding is ``z`` from a
+  final forward pass.
+
+This module holds the network and the graph it runs on, nothing that trains it.
 
 Deviations, on purpose:
 
@@ -38,8 +41,6 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -48,41 +49,11 @@ from torch import nn
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.utils import softmax
 
-from ._torch import (
-    FitResult,
-    Graph,
-    Progress,
-    Stopwatch,
-    as_adjacency,
-    as_features,
-    check_epochs,
-    make_graph,
-    resolve_device,
-    run_epochs,
-    seed_everything,
-    weighted_spmm,
-)
+from ._torch import Graph, as_adjacency, make_graph, weighted_spmm
 
-__all__ = ["STAGATEConfig", "STAGATEConv", "STAGATENet", "STAGATEResult", "fit_stagate"]
+__all__ = ["STAGATEConv", "STAGATENet", "stagate_graph"]
 
 _GAIN = 1.414  # upstream's xavier_normal_ gain for every weight and attention vector
-
-
-@dataclass(frozen=True)
-class STAGATEConfig:
-    """Training settings; defaults are STAGATE_pyG's ``train_STAGATE`` defaults."""
-
-    hidden: tuple[int, int] = (512, 30)
-    """Width of the attention layer, then of the embedding."""
-    epochs: int = 1000
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    gradient_clipping: float = 5.0
-
-
-@dataclass(frozen=True)
-class STAGATEResult(FitResult):
-    """``embedding`` is STAGATE's ``z`` (n x hidden[-1])."""
 
 
 class STAGATEConv(MessagePassing):
@@ -154,7 +125,7 @@ class STAGATEConv(MessagePassing):
 
 
 class STAGATENet(nn.Module):
-    """The autoencoder; ``forward(x, graph) -> (z, x_hat)``. Training lives in :func:`fit_stagate`."""
+    """The autoencoder; ``forward(x, graph) -> (z, x_hat)``. Training lives in :func:`cluster.training.fit_stagate`."""
 
     def __init__(self, n_inputs: int, hidden: tuple[int, int] = (512, 30)) -> None:
         super().__init__()
@@ -185,48 +156,3 @@ def stagate_graph(adjacency: sp.spmatrix, n_cells: int, device: torch.device) ->
     """The graph STAGATE propagates over: the validated spatial pattern plus self-loops."""
     a = as_adjacency(adjacency, n_cells)
     return make_graph(a + sp.eye(n_cells, dtype=np.float32, format="csr"), device)
-
-
-def fit_stagate(
-    x: np.ndarray | sp.spmatrix,
-    adjacency: sp.spmatrix,
-    config: STAGATEConfig = STAGATEConfig(),
-    *,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    progress: Progress | None = None,
-) -> STAGATEResult:
-    """Train STAGATE full-batch on one slide and return the embedding ``z`` (float32).
-
-    ``x``: cells x features (dense or scipy sparse; densified). ``adjacency``: symmetric scipy
-    sparse spatial graph, n x n; diagonal and edge weights are ignored.
-    """
-    watch = Stopwatch()
-    check_epochs(config.epochs)
-    features = as_features(x)
-    dev = resolve_device(device)
-    graph = stagate_graph(adjacency, features.shape[0], dev)
-    seed_everything(seed)
-
-    model = STAGATENet(features.shape[1], tuple(config.hidden)).to(dev)
-    xt = torch.from_numpy(features).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def loss_fn() -> torch.Tensor:
-        _, x_hat = model(xt, graph)
-        return F.mse_loss(xt, x_hat)
-
-    model.train()
-    losses = run_epochs(
-        loss_fn,
-        optimizer,
-        config.epochs,
-        clip_params=list(model.parameters()),
-        clip_norm=config.gradient_clipping,
-        progress=progress,
-    )
-    model.eval()
-    with torch.no_grad():
-        z, _ = model.encode(xt, graph)
-    embedding = z.cpu().numpy().astype(np.float32, copy=False)
-    return STAGATEResult(embedding=embedding, losses=losses, seconds=watch.seconds(), device=str(dev))

@@ -15,11 +15,18 @@ truth. :func:`tune_domains` therefore optimises a *label-free* score by default:
 ``objective="oracle"`` optimises ARI against the labels instead. It exists to measure the upper
 bound that tuning could reach; its results say ``oracle`` wherever they are stored.
 
+A search space names numeric settings of the method's class (``epochs``, ``learning_rate``, ``k``
+for STAGATE; :meth:`TuneSettings.check` says which a class has), and a trial's values replace those
+of the base settings with :func:`dataclasses.replace`.
+
 Each trial runs :func:`cluster.domains.find_domains` once on the whole section (one report per
 trial, so an early-stopping scheduler such as ASHA has nothing to stop). Optuna's TPE proposes the
 settings; Ray places the trials with the resources given, so trials run side by side on a laptop
 and spread over a cluster. The experiment directory is the checkpoint: calling again with the same
 ``storage`` resumes an interrupted run (finished trials are kept, unfinished ones rerun).
+
+:class:`Parameter`, :class:`TuneSettings` and :data:`TuneObjective` import nothing heavy (a config
+reader needs them); Ray, Optuna, torch and the data are imported when a search runs.
 """
 
 from __future__ import annotations
@@ -28,16 +35,16 @@ import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-import pandas as pd
-from anndata import AnnData
+from .settings import DomainConfig, DomainMethod, tunable_fields
 
-from .domains import DomainConfig, find_domains, representation
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from anndata import AnnData
 
-Objective = Literal["label-free", "oracle"]
-TUNABLE = ("epochs", "learning_rate", "k", "radius", "resolution", "alpha", "beta", "n_layers", "pca_components")
+TuneObjective = Literal["label-free", "oracle"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,8 @@ class Parameter:
 
 @dataclass(frozen=True)
 class TuneSettings:
+    """A search: ``space`` maps settings of the method (its numeric fields) to their ranges."""
+
     space: dict[str, Parameter]
     num_samples: int = 12
     max_concurrent: int = 2
@@ -84,22 +93,27 @@ class TuneSettings:
     gpus_per_trial: float = 0.0
 
     def __post_init__(self) -> None:
-        wrong = sorted(set(self.space) - set(TUNABLE))
-        if wrong:
-            raise ValueError(f"cannot tune '{wrong[0]}'; tunable settings: {', '.join(TUNABLE)}")
         if not self.space:
             raise ValueError("the search space is empty; name at least one setting to tune")
         if self.num_samples < 1 or self.max_concurrent < 1:
             raise ValueError("num_samples and max_concurrent must be at least 1")
 
+    def check(self, settings_cls: type[DomainMethod]) -> None:
+        """Raise ValueError if the space names a setting that is not a numeric field of ``settings_cls``."""
+        tunable = tunable_fields(settings_cls)
+        wrong = sorted(set(self.space) - set(tunable))
+        if wrong:
+            method = getattr(settings_cls, "name", settings_cls.__name__)
+            raise ValueError(f"cannot tune '{wrong[0]}' of {method}; its tunable settings: {', '.join(tunable)}")
+
 
 @dataclass(frozen=True)
 class TuneOutcome:
-    best: DomainConfig
+    best: DomainConfig  # the base config with the best trial's settings
     score: float  # the optimised objective of the best trial
     metrics: dict[str, float]  # everything the best trial measured
     trials: pd.DataFrame = field(repr=False)  # one row per trial: its settings, score and metrics
-    objective: Objective = "label-free"
+    objective: TuneObjective = "label-free"
     resumed: bool = False
 
 
@@ -107,6 +121,7 @@ def label_free_score(
     coords: np.ndarray, domains: np.ndarray, reference: np.ndarray, n_domains: int | None, *, seed: int = 0
 ) -> dict[str, float]:
     """The label-free objective and its parts (see the module docstring)."""
+    import numpy as np
     from sklearn.metrics import silhouette_score
 
     from .metrics import pas
@@ -127,19 +142,29 @@ def label_free_score(
     }
 
 
+def reference_features(adata: AnnData, config: DomainConfig, *, seed: int = 0) -> np.ndarray:
+    """What the separation term measures domains on, the same for every trial: the PCA of the
+    method's input as the ``gmm`` baseline makes it (with the method's expression settings where it
+    has them), or the ``obsm`` embedding it reads."""
+    from .methods.baselines import GMM
+
+    shared = ("n_top_genes", "target_sum", "pca_components")
+    own = {name: getattr(config.settings, name) for name in shared if hasattr(config.settings, name)}
+    return GMM(**own).representation(adata, config.use_rep, seed=seed)
+
+
 def _trial(params: dict[str, Any], *, adata: AnnData, base: DomainConfig, reference: np.ndarray,
-           objective: Objective, labels: str | None, spatial_key: str, seed: int) -> None:
-    import torch
+           objective: TuneObjective, labels: str | None, spatial_key: str, seed: int) -> None:
+    import numpy as np
     from ray import tune
-    from threadpoolctl import threadpool_limits
 
-    from .domains import output_key, score_domains
+    from ssl_st.threads import limit_threads
 
-    threads = max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
+    from .domains import find_domains, output_key, score_domains
+
+    limit_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
     section = adata.copy()  # the shared copy in the object store is read-only
-    config = replace(base, **params)
+    config = replace(base, settings=replace(base.settings, **params))
     key = output_key(labels)
     find_domains(section, config, seed=seed, key_added=key)
     metrics = score_domains(section, key=key, labels=labels, spatial_key=spatial_key, library_key=base.library_key)
@@ -151,57 +176,59 @@ def _trial(params: dict[str, Any], *, adata: AnnData, base: DomainConfig, refere
 
 def tune_domains(
     adata: AnnData,
-    base: DomainConfig,
-    settings: TuneSettings,
+    config: DomainConfig,
+    tuning: TuneSettings,
     *,
-    objective: Objective = "label-free",
+    objective: TuneObjective = "label-free",
     storage: str | Path,
     labels: str | None = None,
     spatial_key: str = "spatial",
     seed: int = 0,
 ) -> TuneOutcome:
-    """Search ``settings.space`` around ``base`` and return the best settings.
+    """Search ``tuning.space`` around ``config.settings`` and return the best config.
 
     ``storage`` is the experiment directory; if it holds an interrupted run of the same search,
     the run resumes. ``labels`` is used for reporting in label-free mode and for the objective in
     oracle mode. Starts a local Ray instance if none is connected.
     """
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from optuna.samplers import TPESampler
-    from ray.tune.search.optuna import OptunaSearch
-
-    if objective not in ("label-free", "oracle"):
+    if objective not in get_args(TuneObjective):
         raise ValueError(f"objective must be label-free or oracle, not '{objective}'")
+    tuning.check(type(config.settings))
     if objective == "oracle" and labels is None:
         raise ValueError("the oracle objective tunes on labels: name the label column (labels=...)")
     if labels is not None and labels not in adata.obs:
         raise KeyError(f"obs['{labels}'] not found; name the column of ground-truth domains")
+
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
     storage = Path(storage).resolve()
-    reference = representation(adata, replace(base, method="gmm"), seed=seed)  # PCA of the input
+    reference = reference_features(adata, config, seed=seed)
     with_data = tune.with_parameters(
-        _trial, adata=adata, base=base, reference=reference, objective=objective,
+        _trial, adata=adata, base=config, reference=reference, objective=objective,
         labels=labels, spatial_key=spatial_key, seed=seed,
     )
     # Tune registers trainables cluster-wide by name: two searches running at once under one name
     # (a grid's label-free and oracle cells) would silently run each other's objective. A name
     # derived from the experiment directory is unique per search and stable for a resume.
     with_data.__name__ = "find_domains_" + hashlib.sha256(str(storage).encode()).hexdigest()[:12]
-    trainable = tune.with_resources(with_data, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    trainable = tune.with_resources(with_data, {"cpu": tuning.cpus_per_trial, "gpu": tuning.gpus_per_trial})
     resumed = tune.Tuner.can_restore(str(storage))
     if resumed:
         log.info("resuming the tuning run in %s", storage)
         tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
-        space = {name: p.distribution() for name, p in settings.space.items()}
+        space = {name: p.distribution() for name, p in tuning.space.items()}
         # TPE's default 10 random start-up trials would make a short search pure random sampling
-        sampler = TPESampler(seed=seed, n_startup_trials=max(2, min(10, settings.num_samples // 2)))
+        sampler = TPESampler(seed=seed, n_startup_trials=max(2, min(10, tuning.num_samples // 2)))
         search = OptunaSearch(space=space, metric="score", mode="max", sampler=sampler)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(search, max_concurrent=settings.max_concurrent),
-                num_samples=settings.num_samples,
+                search_alg=ConcurrencyLimiter(search, max_concurrent=tuning.max_concurrent),
+                num_samples=tuning.num_samples,
             ),
             run_config=tune.RunConfig(name=storage.name, storage_path=str(storage.parent), verbose=0),
         )
@@ -211,7 +238,8 @@ def tune_domains(
         errors = [str(r.error) for r in grid if r.error is not None]
         raise RuntimeError(f"no tuning trial finished; first error: {errors[0] if errors else 'unknown'}")
     best = grid.get_best_result(metric="score", mode="max")
-    params = {name: best.config[name] for name in settings.space}
+    params = {name: best.config[name] for name in tuning.space}
     metrics = {k: float(v) for k, v in best.metrics.items() if isinstance(v, (int, float)) and k in _METRIC_NAMES}
-    columns = [f"config/{n}" for n in settings.space] + [c for c in table.columns if c in _METRIC_NAMES]
-    return TuneOutcome(replace(base, **params), float(best.metrics["score"]), metrics, table[columns], objective, resumed)
+    columns = [f"config/{n}" for n in tuning.space] + [c for c in table.columns if c in _METRIC_NAMES]
+    best_config = replace(config, settings=replace(config.settings, **params))
+    return TuneOutcome(best_config, float(best.metrics["score"]), metrics, table[columns], objective, resumed)

@@ -11,17 +11,17 @@ from scipy.sparse.csgraph import shortest_path
 from scipy.spatial import Delaunay, cKDTree
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score as ari
-from threadpoolctl import threadpool_limits
 
 from cluster import heads
 from cluster.cellcharter import aggregate_neighbors, cellcharter, rings
+from ssl_st.threads import limited_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     # These fits are tiny; on a shared 2-core machine BLAS/OpenMP thread pools make them up to
     # 100x slower than one thread (measured), so pin them while this module runs.
-    with threadpool_limits(limits=1):
+    with limited_threads(1):
         yield
 
 

@@ -14,10 +14,12 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 from cluster._torch import as_adjacency, make_graph, resolve_device, weighted_spmm
-from cluster.graphst import GraphSTConfig, GraphSTNet, RowShuffler, fit_graphst, graphst_operators
-from cluster.stagate import STAGATEConfig, STAGATENet, fit_stagate, stagate_graph
+from cluster.graphst import GraphSTNet, RowShuffler, graphst_operators
+from cluster.stagate import STAGATENet, stagate_graph
+from cluster.training import GraphSTConfig, STAGATEConfig, fit_graphst, fit_stagate
+from ssl_st.threads import limit_threads
 
-torch.set_num_threads(1)
+limit_threads(1)
 
 CPU = torch.device("cpu")
 # Measured on the default slide below (noise 5): KMeans on PCA ~0.33 ARI, on STAGATE (150 epochs)
@@ -279,3 +281,168 @@ def test_adjacency_pattern_only():
     clean = as_adjacency(a, 3)
     assert clean.diagonal().sum() == 0
     np.testing.assert_array_equal(clean.toarray(), [[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+
+
+# --- methods: registry, settings, find_domains -------------------------------------------------
+
+from dataclasses import FrozenInstanceError, dataclass, replace  # noqa: E402
+from typing import ClassVar  # noqa: E402
+
+from cluster import DOMAIN_METHODS, DomainConfig, find_domains  # noqa: E402
+from cluster.settings import DomainMethod, ExpressionSettings, SpatialMethod  # noqa: E402
+
+
+@DOMAIN_METHODS.register
+@dataclass(frozen=True, kw_only=True)
+class ToyPCA(ExpressionSettings, DomainMethod):
+    """A method defined outside the package: k-means on the first two principal components, numpy only."""
+
+    name: ClassVar[str] = "toy-pca2"
+
+    head: str = "kmeans"
+    components: int = 2
+
+    def from_expression(self, adata, *, seed=0):
+        x = self.expression(adata)
+        x = x - x.mean(axis=0)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        return u[:, : self.components] * s[: self.components]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToySmoothing(SpatialMethod):
+    """Never registered: a spatial toy that averages an embedding over each cell's graph neighbours."""
+
+    name: ClassVar[str] = "toy-smoothing"
+
+    def spatial_model(self, x, adjacency, run, info):
+        info["toy"] = 1.0
+        a = adjacency + sp.eye(adjacency.shape[0])
+        return np.asarray(a @ x / a.sum(axis=1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def section():
+    from ssl_st import datasets
+
+    adata = datasets.generate("merscope", seed=1, n_cells=300)
+    adata.obsm["X_fake"] = np.random.default_rng(0).normal(size=(adata.n_obs, 5)).astype(np.float32)
+    return adata
+
+
+def test_importing_cluster_and_reading_settings_stays_light():
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import cluster
+from cluster import DOMAIN_METHODS, DomainConfig
+from cluster.tune import Parameter, TuneObjective, TuneSettings
+for name in DOMAIN_METHODS:
+    DomainConfig(DOMAIN_METHODS[name](), n_domains=5)
+TuneSettings(space={"epochs": Parameter(low=10, high=50, integer=True)}).check(DOMAIN_METHODS["stagate"])
+heavy = ("torch", "sklearn", "torch_geometric", "ray", "optuna", "anndata")
+print(",".join(m for m in heavy if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
+
+
+def test_every_builtin_method_has_todays_defaults():
+    """The settings that produced the published figures: a changed default would move them."""
+    common = {"head": "gmm", "resolution": None, "n_top_genes": 3000, "target_sum": "median"}
+    graph = {"graph": "knn", "k": 6, "radius": None, "percentile": 99.0}
+    expected = {
+        "stagate": {**common, **graph, "epochs": 1000, "learning_rate": 1e-3},
+        "graphst": {**common, **graph, "k": 3, "epochs": 600, "learning_rate": 1e-3, "alpha": 10.0, "beta": 1.0,
+                    "pca_components": 20},
+        "cellcharter": {**common, **graph, "graph": "delaunay", "n_layers": 3, "pca_components": 20},
+        "gmm": {**common, "pca_components": 20},
+        "kmeans": {**common, "head": "kmeans", "pca_components": 20},
+        "leiden": {**common, "head": "leiden", "pca_components": 20},
+    }
+    from dataclasses import asdict
+
+    for name, settings in expected.items():
+        assert asdict(DOMAIN_METHODS[name]()) == settings, name
+    cellcharter = DOMAIN_METHODS["cellcharter"]().make_head()
+    assert (cellcharter.name, cellcharter.covariance, cellcharter.n_init) == ("gmm", "full", 5)
+    stagate = DOMAIN_METHODS["stagate"]().make_head()
+    assert (stagate.name, stagate.covariance, stagate.n_init) == ("gmm", "tied", 1)
+    assert DOMAIN_METHODS["leiden"]().make_head().name == "leiden"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DomainConfig(DOMAIN_METHODS["stagate"]()), "method stagate with head gmm needs n_domains"),
+        (lambda: DomainConfig(DOMAIN_METHODS["gmm"](head="kmeans")), "method gmm with head kmeans needs n_domains"),
+        (lambda: DomainConfig(DOMAIN_METHODS["leiden"]()), "leiden needs n_domains .* or a fixed resolution"),
+        (lambda: DomainConfig(DOMAIN_METHODS["gmm"](), n_domains=1), "n_domains must be at least 2"),
+        (lambda: DomainConfig(DOMAIN_METHODS["gmm"](resolution=0.5), n_domains=4), "resolution applies to leiden only"),
+        (lambda: DOMAIN_METHODS["stagate"](graph="radius"), "graph radius needs radius"),
+        (lambda: DOMAIN_METHODS["stagate"](radius=50.0), "radius is only used by graph 'radius'"),
+        (lambda: DOMAIN_METHODS["graphst"](k=0), "k must be an integer"),
+        (lambda: DOMAIN_METHODS["stagate"](epochs=-1), "epochs must be >= 0"),
+        (lambda: DOMAIN_METHODS["gmm"](head="dbscan"), "unknown clustering head 'dbscan'"),
+        (lambda: DomainConfig.from_name("stagate", n_domains=4, pca_components=5), "stagate has no setting 'pca_components'"),
+        (lambda: DomainConfig.from_name("stagatte", n_domains=4), "did you mean 'stagate'"),
+    ],
+)
+def test_bad_settings_name_the_problem(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_settings_are_typed_frozen_records():
+    stagate = DOMAIN_METHODS["stagate"](epochs=100)
+    assert DomainConfig.from_name("stagate", n_domains=6, epochs=100) == DomainConfig(stagate, n_domains=6)
+    assert not hasattr(stagate, "pca_components") and not hasattr(DOMAIN_METHODS["gmm"](), "epochs")
+    with pytest.raises(FrozenInstanceError):
+        stagate.epochs = 5
+    with pytest.raises(TypeError, match="spatial-domain method's settings"):
+        DomainConfig("stagate", n_domains=6)
+    assert DomainConfig(DOMAIN_METHODS["leiden"](resolution=0.5)).method == "leiden"
+
+
+def test_a_method_registered_outside_the_package_runs(section):
+    import pickle
+
+    assert DOMAIN_METHODS["toy-pca2"] is ToyPCA
+    config = DomainConfig.from_name("toy-pca2", n_domains=3)
+    # what a Ray worker gets: the pickled settings, no registry lookup by name
+    config = pickle.loads(pickle.dumps(config))
+    adata = section.copy()
+    result = find_domains(adata, config, seed=0)
+    assert result.embedding is None and result.info["n_features"] == 2
+    assert adata.obs["domain"].nunique() == 3 and len(result.labels) == adata.n_obs
+    assert adata.uns["domain"]["params"] == {"method": "toy-pca2", "head": "kmeans", "n_top_genes": 3000,
+                                             "target_sum": "median", "components": 2, "n_domains": 3, "use_rep": "X"}
+    again = find_domains(section.copy(), replace(config, settings=replace(config.settings, components=2)), seed=0)
+    np.testing.assert_array_equal(result.labels, again.labels)
+
+
+def test_an_unregistered_spatial_method_runs_through_its_instance(section):
+    assert "toy-smoothing" not in DOMAIN_METHODS
+    adata = section.copy()
+    config = DomainConfig(ToySmoothing(k=4), n_domains=3, use_rep="X_fake")
+    result = find_domains(adata, config, seed=0)
+    assert result.embedding.shape == (adata.n_obs, 5) and "X_toy-smoothing" in adata.obsm
+    assert adata.uns["spatial_neighbors"]["params"]["k"] == 4
+    assert result.info["toy"] == 1.0 and result.info["mean_degree"] >= 4
+    del adata.obsm["spatial"]
+    with pytest.raises(KeyError, match="toy-smoothing needs cell coordinates"):
+        find_domains(adata, config)
+
+
+def test_find_domains_records_the_settings_it_ran(section):
+    adata = section.copy()
+    config = DomainConfig(DOMAIN_METHODS["cellcharter"](n_layers=1), n_domains=4, use_rep="X_fake")
+    result = find_domains(adata, config, seed=1)
+    assert adata.uns["domain"]["params"] == {
+        "method": "cellcharter", "head": "gmm", "graph": "delaunay", "k": 6, "percentile": 99.0, "n_top_genes": 3000,
+        "target_sum": "median", "pca_components": 20, "n_layers": 1, "n_domains": 4, "use_rep": "X_fake",
+    }
+    assert adata.obsm["X_cellcharter"].shape == (adata.n_obs, 10)  # 5 features, then their ring means
+    assert result.info["n_found"] == 4 and adata.uns["spatial_neighbors"]["params"]["percentile"] == 99.0

@@ -15,8 +15,8 @@ def section():
     return datasets.generate("merscope", seed=1, n_cells=1500)
 
 
-def ari(section, **config) -> float:
-    find_domains(section, DomainConfig(n_domains=6, **config), seed=0)
+def ari(section, method: str, **settings) -> float:
+    find_domains(section, DomainConfig.from_name(method, n_domains=6, **settings), seed=0)
     return score_domains(section, labels="layer")["ari"]
 
 

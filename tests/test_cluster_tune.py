@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster import DomainConfig
+from cluster import DOMAIN_METHODS, DomainConfig
 from cluster.tune import Parameter, TuneSettings, label_free_score, tune_domains
 from ssl_st import datasets
 
@@ -35,7 +35,7 @@ def _section(path: Path):
     return ad.read_h5ad(path)
 
 
-BASE = DomainConfig(method="gmm", n_domains=6)
+BASE = DomainConfig(DOMAIN_METHODS["gmm"](), n_domains=6)
 SPACE = TuneSettings(space={"pca_components": Parameter(low=2, high=30, integer=True)}, num_samples=4, max_concurrent=2)
 
 
@@ -60,7 +60,8 @@ def test_label_free_and_oracle_objectives_are_recorded_as_such(section_path, tmp
     # the oracle optimises ARI itself: its best is the best ARI among its trials
     assert oracle.score == pytest.approx(oracle.trials["ari"].max())
     assert free.score == pytest.approx(free.trials["label_free_score"].max())
-    assert 2 <= free.best.pca_components <= 30
+    assert 2 <= free.best.settings.pca_components <= 30
+    assert free.best == DomainConfig(DOMAIN_METHODS["gmm"](pca_components=free.best.settings.pca_components), n_domains=6)
     assert "ari" in free.metrics  # reported, not optimised
     with pytest.raises(ValueError, match="oracle"):
         tune_domains(adata, BASE, SPACE, objective="oracle", storage=tmp_path / "x")
@@ -82,9 +83,19 @@ def test_concurrent_searches_keep_their_own_objective(section_path, tmp_path, ra
     assert oracle[0] == pytest.approx(oracle[1]["ari"])
 
 
-def test_bad_search_spaces_are_refused():
-    with pytest.raises(ValueError, match="cannot tune 'colour'"):
-        TuneSettings(space={"colour": Parameter(low=1, high=2)})
+def test_bad_search_spaces_are_refused(tmp_path):
+    stagate = DOMAIN_METHODS["stagate"]
+    TuneSettings(space={"epochs": Parameter(low=10, high=20), "k": Parameter(low=4, high=12)}).check(stagate)
+    with pytest.raises(ValueError, match="cannot tune 'colour' of stagate; its tunable settings: .*epochs, learning_rate"):
+        TuneSettings(space={"colour": Parameter(low=1, high=2)}).check(stagate)
+    with pytest.raises(ValueError, match="cannot tune 'epochs' of gmm"):  # a setting of another method
+        TuneSettings(space={"epochs": Parameter(low=10, high=20)}).check(DOMAIN_METHODS["gmm"])
+    with pytest.raises(ValueError, match="cannot tune 'graph'"):  # not a number
+        TuneSettings(space={"graph": Parameter(choices=(1.0, 2.0))}).check(stagate)
+    with pytest.raises(ValueError, match="cannot tune 'epochs' of gmm"):  # refused before Ray starts
+        tune_domains(None, BASE, TuneSettings(space={"epochs": Parameter(low=10, high=20)}), storage=tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        TuneSettings(space={})
     with pytest.raises(ValueError, match="low < high"):
         Parameter(low=3, high=1)
     with pytest.raises(ValueError, match="low > 0"):
@@ -95,11 +106,11 @@ _DRIVER = """
 import sys, ray
 sys.path.insert(0, {repo!r})
 import anndata as ad
-from cluster import DomainConfig
+from cluster import DOMAIN_METHODS, DomainConfig
 from cluster.tune import Parameter, TuneSettings, tune_domains
 ray.init(address={address!r}, log_to_driver=False)
 space = TuneSettings(space={{"pca_components": Parameter(low=2, high=30, integer=True)}}, num_samples=6, max_concurrent=1)
-tune_domains(ad.read_h5ad({data!r}), DomainConfig(method="gmm", n_domains=6), space, storage={storage!r}, labels="layer")
+tune_domains(ad.read_h5ad({data!r}), DomainConfig(DOMAIN_METHODS["gmm"](), n_domains=6), space, storage={storage!r}, labels="layer")
 """
 
 
