@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from grid.config import load_config
 from grid.plan import expand
 from grid.ray_exec import connect, execute
 from grid.stages import build_artifact, run_cell
 from grid.store import ResultStore
+from grid.tasks import CellInputs
+from ssl_st.threads import limit_threads
 
 CONFIG = """\
 name: bench
@@ -44,7 +44,7 @@ class Silent:
 
 
 def serial(plan, root: Path) -> float:
-    torch.set_num_threads(1)  # what a 1-CPU Ray task gets
+    limit_threads(1)  # what a 1-CPU Ray task gets
     started = time.perf_counter()
     paths: dict[str, Path] = {}
     for artifact in plan.needed_artifacts(plan.cells):
@@ -52,7 +52,8 @@ def serial(plan, root: Path) -> float:
     store = ResultStore(root)
     for cell in plan.cells:
         t = time.perf_counter()
-        store.write(cell, run_cell(cell, paths, device="cpu"), duration_s=time.perf_counter() - t)
+        inputs = CellInputs.of(cell, paths, workdir=root / "work" / cell.cell_id, device="cpu")
+        store.write(cell, run_cell(cell, inputs), duration_s=time.perf_counter() - t)
     return time.perf_counter() - started
 
 

@@ -1,39 +1,46 @@
 """Expansion of an :class:`ExperimentConfig` into grid cells and the artifacts they need.
 
-A *cell* is one (task, dataset, model, mode, seed) evaluation; its id is a hash of its fully resolved
-content (every setting that can change its numbers, including the specs of the data and model it
-uses), so the same config always yields the same ids and any change yields new ones. An *artifact*
-is something cells share and that is built once: a generated dataset or a pretrained model. Its key
-is the hash of its own resolved content, which makes artifacts reusable across configs.
+A *cell* is one evaluation (task, dataset, model or input, mode, seed); it carries the typed spec
+that runs it, and its id is a hash of its resolved content (every setting that can change its
+numbers, including the specs of the data and model it uses), so the same config always yields the
+same ids and any change yields new ones. An *artifact* is something cells share and that is built
+once: a dataset or a model. Its key is the hash of its own resolved content, which makes artifacts
+reusable across configs. Each task kind expands itself (:meth:`grid.tasks.TaskSpec.cells`) through
+an :class:`Expansion`, which registers the artifacts its cells use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import (
-    CLUSTERING_KINDS,
-    EXPRESSION,
-    MODEL_MODES,
-    TRAINING_MODES,
-    DatasetSpec,
-    ExperimentConfig,
-    ModelSpec,
-    TaskSpec,
-)
-
-# Bump when the meaning of an existing task changes, so results computed under the old meaning are
-# not mistaken for current ones.
-GRID_VERSION = 1
+from .config import DatasetSpec, ExperimentConfig, ModelSpec
+from .tasks import CellSpec, TaskSpec
 
 
 def content_hash(content: Any) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def canonical(value: Any) -> Any:
+    """The JSON form of a typed spec that a cell id hashes: dataclasses as their fields, and a
+    registered class (a method's settings) with its registered name under ``type``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        name = getattr(type(value), "name", None)
+        if isinstance(name, str) and "name" not in out:
+            out["type"] = name
+        return out
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Artifact:
     key: str
     spec: dict[str, Any]  # the resolved content the key hashes
     inputs: dict[str, str] = field(default_factory=dict)  # role -> artifact key, e.g. "reference"
+    source: DatasetSpec | ModelSpec | None = field(default=None, compare=False)  # what builds it
 
     @property
     def depends(self) -> tuple[str, ...]:
@@ -66,19 +74,20 @@ class Artifact:
 @dataclass(frozen=True)
 class Cell:
     cell_id: str
-    task: str
+    task: str  # the task's name
     dataset: str
     model: str | None
     mode: str
     seed: int
-    content: dict[str, Any]
+    spec: CellSpec  # the typed settings that run this cell
+    content: dict[str, Any]  # what cell_id hashes
     data: str  # artifact key of the evaluated dataset
     reference: str | None  # artifact key of the reference dataset (vocabulary of model-free modes)
     trained_model: str | None  # artifact key of the model
 
     @property
     def stage(self) -> str:
-        return "fine-tune" if self.mode in TRAINING_MODES else self.content["task"]["kind"]
+        return self.spec.stage
 
     @property
     def artifact_keys(self) -> tuple[str, ...]:
@@ -110,28 +119,6 @@ class Plan:
         return list(ordered.values())
 
 
-def _dataset_content(spec: DatasetSpec) -> dict[str, Any]:
-    content = asdict(spec)
-    content.pop("label_key")  # where labels live does not change the data
-    content.pop("domain_key")
-    content["species"] = spec.resolved_species
-    for key in ("path", "labels", "orthologs"):
-        content[f"{key}_file"] = file_identity(content[key])
-    return content
-
-
-def _data_artifact(spec: DatasetSpec, config: ExperimentConfig | None = None) -> Artifact:
-    content = _dataset_content(spec)
-    if spec.source != "imputed":
-        return Artifact("data", spec.name, content_hash(content), content)
-    assert config is not None, "an imputed dataset is resolved against its config"
-    base = _data_artifact(config.dataset(spec.base))
-    reference = _data_artifact(config.dataset(spec.impute_reference or config.reference))
-    content = {**content, "base": base.spec, "impute_reference": reference.spec}
-    inputs = {"base": base.key, "reference": reference.key}
-    return Artifact("data", spec.name, content_hash(content), content, inputs)
-
-
 def file_identity(path: str | None) -> dict[str, Any] | None:
     """A cheap stand-in for a file's content in ids: path, size and modification time (hashing a
     250 MB checkpoint on every ``ssl-st status`` would be slow). Replacing a file renews the ids."""
@@ -141,156 +128,88 @@ def file_identity(path: str | None) -> dict[str, Any] | None:
     return {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _model_artifact(model: ModelSpec, reference: DatasetSpec, vocabulary: DatasetSpec) -> Artifact:
-    spec = {k: v for k, v in asdict(model).items() if k != "reference"}
-    spec["pretrain"] = model.pretrain.settings()
-    content: dict[str, Any] = {"model": spec}
-    inputs: dict[str, str] = {}
-    if model.method == "checkpoint":  # weights and vocabulary come from the files
-        for key in ("encoder", "pretrain", "programs"):
-            spec.pop(key)
-        content["files"] = {"checkpoint": file_identity(model.checkpoint), "genes": file_identity(model.genes)}
-    else:
-        for key in ("checkpoint", "genes", "trusted"):
-            spec.pop(key)
-        content["vocabulary"] = _dataset_content(vocabulary)
-        inputs["vocabulary"] = _data_artifact(vocabulary).key
-    if model.method in ("random-mask", "gp-mask", "barlow-twins"):
-        content["reference"] = _dataset_content(reference)
-        inputs["reference"] = _data_artifact(reference).key
-    else:
-        spec.pop("pretrain", None)
-    if model.method == "gp-mask":
-        content["programs"] = file_identity(model.programs) or model.programs
-    else:
-        spec.pop("programs", None)
-    return Artifact("model", model.name, content_hash(content), content, inputs)
-
-
-def _task_content(task: TaskSpec, mode: str) -> dict[str, Any]:
-    """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
-    fine-tuning schedule does not renew zero-shot cells)."""
-    content = asdict(task)
-    for key in ("name", "datasets", "models", "seeds", "modes", "methods", "inputs", "objectives"):
-        content.pop(key)
-    if task.kind in CLUSTERING_KINDS:
-        for key in ("k", "split", "pca_components", "fine_tune", "supervised_encoder", "per_method"):
-            content.pop(key)
-        # only this method's resolved settings: tuning GraphST's epochs leaves STAGATE's cells alone
-        content["clustering"] = asdict(task.settings_for(mode.split("/")[0]))
-        if task.kind != "tune-clustering":
-            content.pop("tuning")
-        return content
-    for key in ("n_domains", "clustering", "per_method", "tuning"):  # cell-type ids predate these settings
-        content.pop(key)
-    if mode not in TRAINING_MODES:
-        content.pop("fine_tune")
-    if mode != "supervised":
-        content.pop("supervised_encoder")
-    if mode != "pca":
-        content.pop("pca_components")
+def dataset_content(spec: DatasetSpec) -> dict[str, Any]:
+    """A dataset's resolved content; where its labels live does not change the data."""
+    content = asdict(spec)
+    content.pop("label_key")
+    content.pop("domain_key")
+    content["species"] = spec.resolved_species
+    for key in ("path", "labels", "orthologs"):
+        content[f"{key}_file"] = file_identity(content[key])
     return content
 
 
+def _changed(settings: Any) -> dict[str, Any]:
+    """The settings that differ from their class's defaults: writing a default out changes nothing."""
+    defaults = type(settings)()
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+            if getattr(settings, f.name) != getattr(defaults, f.name)}
+
+
+class Expansion:
+    """What a task kind expands against: the config, its artifacts (registered as cells use them)
+    and the cells it makes."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.artifacts: dict[str, Artifact] = {}
+        self.vocabulary = config.dataset(config.reference)
+        self.vocabulary_key = self.data(self.vocabulary.name).key
+
+    def seeds(self, task: TaskSpec) -> tuple[int, ...]:
+        return task.seeds or self.config.seeds
+
+    def data(self, name: str) -> Artifact:
+        """The artifact of dataset ``name`` (an imputed one depends on its base and reference)."""
+        spec = self.config.dataset(name)
+        content = dataset_content(spec)
+        inputs: dict[str, str] = {}
+        if spec.source == "imputed":
+            base = self.data(spec.base)  # type: ignore[arg-type]
+            reference = self.data(spec.impute_reference or self.config.reference)
+            content = {**content, "base": base.spec, "impute_reference": reference.spec}
+            inputs = {"base": base.key, "reference": reference.key}
+        return self._register(Artifact("data", name, content_hash(content), content, inputs, spec))
+
+    def model(self, name: str) -> Artifact:
+        """The artifact of model ``name``: pretrained, initialised or imported."""
+        model = self.config.model(name)
+        spec: dict[str, Any] = {"name": model.name, "method": model.method, "seed": model.seed}
+        content: dict[str, Any] = {"model": spec}
+        inputs: dict[str, str] = {}
+        if model.method == "checkpoint":  # weights and vocabulary come from the files
+            spec.update(checkpoint=model.checkpoint, genes=model.genes, trusted=model.trusted)
+            content["files"] = {"checkpoint": file_identity(model.checkpoint), "genes": file_identity(model.genes)}
+        else:
+            spec["encoder"] = asdict(model.encoder)
+            content["vocabulary"] = dataset_content(self.vocabulary)
+            inputs["vocabulary"] = self.vocabulary_key
+        training = model.training
+        if training is not None:
+            reference = self.data(model.reference or self.config.reference)
+            spec["pretrain"] = _changed(training)
+            content["reference"] = reference.spec
+            inputs["reference"] = reference.key
+            if training.needs_programs:
+                spec["programs"] = model.programs
+                content["programs"] = file_identity(model.programs) or model.programs
+        return self._register(Artifact("model", name, content_hash(content), content, inputs, model))
+
+    def _register(self, artifact: Artifact) -> Artifact:
+        return self.artifacts.setdefault(artifact.key, artifact)
+
+    def cell(self, task: TaskSpec, *, dataset: str, model: str | None, mode: str, seed: int, spec: CellSpec,
+             content: dict[str, Any], data: Artifact, reference: Artifact | None = None,
+             trained_model: Artifact | None = None) -> Cell:
+        return Cell(
+            cell_id=content_hash(content), task=task.name, dataset=dataset, model=model, mode=mode, seed=seed,
+            spec=spec, content=content, data=data.key, reference=reference.key if reference else None,
+            trained_model=trained_model.key if trained_model else None,
+        )
+
+
 def expand(config: ExperimentConfig) -> Plan:
-    """All cells of the matrix, in a stable order (task, dataset, mode, model, seed)."""
-    artifacts: dict[str, Artifact] = {}
-
-    def register(artifact: Artifact) -> str:
-        artifacts.setdefault(artifact.key, artifact)
-        for role, key in artifact.inputs.items():  # an imputed dataset's base and reference
-            if key not in artifacts:
-                name = artifact.spec["base"]["name"] if role == "base" else artifact.spec["impute_reference"]["name"]
-                register(_data_artifact(config.dataset(name), config))
-        return artifact.key
-
-    vocabulary = config.dataset(config.reference)
-    vocabulary_key = register(_data_artifact(vocabulary))
-    default_datasets = [d.name for d in config.datasets if d.name != config.reference]
-    cells: list[Cell] = []
-
-    def model_artifact(model_name: str) -> Artifact:
-        model = config.model(model_name)
-        reference = config.dataset(model.reference or config.reference)
-        register(_data_artifact(reference))
-        artifact = _model_artifact(model, reference, vocabulary)
-        register(artifact)
-        return artifact
-
-    for task in config.tasks:
-        for dataset_name in task.datasets or default_datasets:
-            dataset = config.dataset(dataset_name)
-            data_key = register(_data_artifact(dataset, config))
-            if task.kind in CLUSTERING_KINDS:
-                cells += _clustering_cells(config, task, dataset, data_key, vocabulary, model_artifact)
-                continue
-            for mode in task.modes:
-                model_names: list[str | None] = [None]
-                if mode in MODEL_MODES:
-                    model_names = list(task.models or [m.name for m in config.models])
-                if mode == "fine-tune":  # fine-tuning random weights is the supervised baseline
-                    model_names = [n for n in model_names if config.model(n).method != "random-init"]
-                for model_name in model_names:
-                    model_key = None
-                    model_content = None
-                    if model_name is not None:
-                        artifact = model_artifact(model_name)
-                        model_key = artifact.key
-                        model_content = {"name": model_name, "artifact": artifact.spec}
-                    for seed in task.seeds or config.seeds:
-                        content = {
-                            "grid_version": GRID_VERSION,
-                            "task": {"name": task.name, **_task_content(task, mode)},
-                            "dataset": {**_dataset_content(dataset), "label_key": task.label_key or dataset.label_key},
-                            "vocabulary": _dataset_content(vocabulary),
-                            "model": model_content,
-                            "mode": mode,
-                            "seed": seed,
-                        }
-                        cells.append(
-                            Cell(
-                                cell_id=content_hash(content),
-                                task=task.name,
-                                dataset=dataset_name,
-                                model=model_name,
-                                mode=mode,
-                                seed=seed,
-                                content=content,
-                                data=data_key,
-                                reference=vocabulary_key if model_name is None else None,
-                                trained_model=model_key,
-                            )
-                        )
-    return Plan(config, tuple(cells), artifacts)
-
-
-def _clustering_cells(config: ExperimentConfig, task: TaskSpec, dataset: DatasetSpec, data_key: str,
-                      vocabulary: DatasetSpec, model_artifact) -> list[Cell]:
-    """(method × input × objective × seed) cells; the mode is the method, ``method/objective`` when
-    tuned, so an oracle-tuned figure is never mistaken for an honest one."""
-    cells: list[Cell] = []
-    objectives = task.objectives if task.kind == "tune-clustering" else (None,)
-    for method in task.methods:
-        for input_name in task.inputs:
-            model_name = None if input_name == EXPRESSION else input_name
-            artifact = model_artifact(model_name) if model_name else None
-            for objective in objectives:
-                mode = method if objective is None else f"{method}/{objective}"
-                for seed in task.seeds or config.seeds:
-                    content = {
-                        "grid_version": GRID_VERSION,
-                        "task": {"name": task.name, **_task_content(task, mode)},
-                        "dataset": {**_dataset_content(dataset), "label_key": task.label_key or dataset.resolved_domain_key},
-                        "vocabulary": _dataset_content(vocabulary) if model_name else None,
-                        "model": {"name": model_name, "artifact": artifact.spec} if artifact else None,
-                        "method": method,
-                        "objective": objective,
-                        "mode": mode,
-                        "seed": seed,
-                    }
-                    cells.append(Cell(
-                        cell_id=content_hash(content), task=task.name, dataset=dataset.name, model=model_name,
-                        mode=mode, seed=seed, content=content, data=data_key, reference=None,
-                        trained_model=artifact.key if artifact else None,
-                    ))
-    return cells
+    """All cells of the matrix, in a stable order (task, then each kind's own order)."""
+    expansion = Expansion(config)
+    cells = [cell for task in config.tasks for cell in task.cells(expansion)]
+    return Plan(config, tuple(cells), expansion.artifacts)

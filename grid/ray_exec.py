@@ -23,14 +23,16 @@ from typing import Protocol
 
 import ray
 
-from .config import Resources
+from .resources import Resources
 from .plan import Artifact, Cell, Plan
 from .store import DONE, FAILED, ResultStore
 
 MAX_ERROR_CHARS = 4000
 
 
-class Progress(Protocol):
+class RunProgress(Protocol):
+    """What :func:`execute` reports to (``grid.progress``: a live bar, or a line per cell)."""
+
     def start(self, total: int, artifacts: int) -> None: ...
     def advance(self, cell: Cell, status: str, duration_s: float) -> None: ...
 
@@ -77,14 +79,11 @@ def _worker_device() -> str:
 
 
 def _limit_threads() -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
+    from ssl_st.threads import limit_threads
 
     # One thread pool per granted CPU: oversubscribed BLAS/OpenMP pools made small mixture fits
     # ~100x slower on a 2-core machine (torch, and sklearn's OpenBLAS through threadpoolctl).
-    cpus = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)))
-    torch.set_num_threads(cpus)
-    threadpool_limits(cpus)
+    limit_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))))
 
 
 @ray.remote
@@ -99,11 +98,12 @@ def _build_artifact(artifact: Artifact, root: str, rebuild: bool, roles: Sequenc
 @ray.remote
 def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tuple[list, float]:
     from .stages import run_cell
+    from .tasks import CellInputs
 
     _limit_threads()
     started = time.perf_counter()
-    records = run_cell(cell, {k: Path(p) for k, p in zip(keys, paths)}, workdir=Path(workdir), device=_worker_device())
-    return records, time.perf_counter() - started
+    inputs = CellInputs.of(cell, dict(zip(keys, map(Path, paths))), workdir=Path(workdir), device=_worker_device())
+    return run_cell(cell, inputs), time.perf_counter() - started
 
 
 def _describe(err: BaseException) -> str:
@@ -121,7 +121,7 @@ def execute(
     cells: Sequence[Cell],
     root: Path,
     store: ResultStore,
-    progress: Progress,
+    progress: RunProgress,
     *,
     rebuild: bool = False,
 ) -> RunSummary:

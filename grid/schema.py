@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-__all__ = ["ConfigError", "Problem", "build", "load"]
+__all__ = ["ChosenBy", "ConfigError", "Name", "Problem", "SettingsByName", "SharedSettings", "Tagged", "build", "load", "suggest"]
 
 T = TypeVar("T")
 
@@ -59,6 +60,12 @@ _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _SCALAR_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true/false)"}
 
 
+def suggest(name: str, options: list[str]) -> str:
+    """``; did you mean 'x'?`` for the closest of ``options``, or the list of them."""
+    close = difflib.get_close_matches(name, options, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f" (defined: {', '.join(options) or 'none'})"
+
+
 def _describe(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return "null" if value is None else f"boolean {str(value).lower()}"
@@ -92,6 +99,11 @@ class _Builder:
             return self.fail(node, field, f"cannot read value: {getattr(exc, 'problem', exc)}")
 
     def convert(self, tp: Any, node: Node, field: str) -> Any:
+        marker = _marker(tp)
+        if marker is not None:
+            return marker.convert(self, node, field)
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = tp.__origin__
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if tp is Any:
             return self.plain(node, field)
@@ -221,21 +233,28 @@ class _Builder:
             return _INVALID if len(self.problems) > before else result
         return self.scalar(node, field)
 
-    def record(self, cls: type, node: Node, field: str) -> Any:
+    def record(self, cls: type, node: Node, field: str, *, tag: str | None = None,
+               as_given: bool = False) -> Any:
+        """Build ``cls`` from a mapping. ``tag``: a key that chose the class and is not a field.
+        ``as_given``: check the values by building ``cls``, but return only the given ones (a dict),
+        to be laid over defaults chosen later."""
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         if not isinstance(node, MappingNode):
             return self.fail(node, field, f"expected a mapping with keys {', '.join(fields)}; "
                              f"got {_node_kind(node)}")
-        hints = typing.get_type_hints(cls)
+        hints = field_types(cls)
         aliases: dict[str, str] = getattr(cls, "__key_aliases__", {})
         before = len(self.problems)
         values: dict[str, Any] = {}
         given: dict[str, str] = {}
+        deferred: dict[str, Node] = {}  # fields whose type depends on their siblings' values
         suggested: set[str] = set()  # a typo'd key already explains why its field is missing
         for key_node, val_node in self.pairs(node, field):
             key = key_node.value
             if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
                 self.fail(key_node, field, f"keys must be text; got {key_node.value!r}")
+                continue
+            if key == tag:
                 continue
             name = aliases.get(key, key.replace("-", "_"))
             if name not in fields:
@@ -249,7 +268,15 @@ class _Builder:
                           "keep only one")
             else:
                 given[name] = key
-                values[name] = self.convert(hints[name], val_node, _join(field, name))
+                if isinstance(_marker(hints[name]), _SIBLING_MARKERS):
+                    deferred[name] = val_node
+                else:
+                    values[name] = self.convert(hints[name], val_node, _join(field, name))
+        if deferred:
+            defaults = {n: f.default for n, f in fields.items() if f.default is not dataclasses.MISSING}
+            siblings = {**defaults, **values}
+            for name, val_node in deferred.items():
+                values[name] = _marker(hints[name]).convert(self, val_node, _join(field, name), siblings)
         for name, f in fields.items():
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if required and name not in values and name not in suggested:
@@ -257,9 +284,165 @@ class _Builder:
         if len(self.problems) > before:
             return _INVALID
         try:
-            return cls(**values)
+            built = cls(**values)
         except ValueError as exc:  # cross-field checks from __post_init__
             return self.fail(node, field, str(exc))
+        return values if as_given else built
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The types of a dataclass's init fields, ``Annotated`` kept. Only those: a class variable may
+    name a type that its module imports for type checkers alone (``typing.get_type_hints`` would
+    evaluate it and fail)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        namespace = vars(module) if module else {}
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if name in names:
+                out[name] = eval(annotation, namespace, dict(vars(klass))) if isinstance(annotation, str) else annotation
+    return out
+
+
+def _marker(tp: Any) -> Any:
+    """The schema marker of an ``Annotated[...]`` hint, if any."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, _MARKERS)), None)
+    return None
+
+
+class Names(typing.Protocol):
+    """What the markers choose classes from: a :class:`ssl_st.registry.Registry`."""
+
+    def __contains__(self, name: object) -> bool: ...
+    def __getitem__(self, name: str) -> type: ...
+    def unknown(self, name: object) -> str: ...
+
+
+@dataclass(frozen=True)
+class Name:
+    """``Annotated[str, Name(REGISTRY)]``: text that must be a registered name."""
+
+    registry: Names
+
+    def convert(self, builder: _Builder, node: Node, field: str) -> Any:
+        value = builder.builtin(str, node, field)
+        if value is _INVALID or value in self.registry:
+            return value
+        return builder.fail(node, field, self.registry.unknown(value))
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """``Annotated[Base, Tagged("kind", REGISTRY, default=...)]``: the record's class is named by one
+    of its own keys (``kind: spatial-clustering``), which is not a field of the class."""
+
+    key: str
+    registry: Names
+    default: str | None = None
+
+    def convert(self, builder: _Builder, node: Node, field: str) -> Any:
+        if not isinstance(node, MappingNode):
+            return builder.fail(node, field, f"expected a mapping; got {_node_kind(node)}")
+        pairs = {k.value: (k, v) for k, v in builder.pairs(node, field) if isinstance(k, ScalarNode)}
+        if self.key in pairs:
+            value_node = pairs[self.key][1]
+            name = builder.scalar(value_node, _join(field, self.key))
+        elif self.default is not None:
+            value_node, name = node, self.default
+        else:
+            return builder.fail(node, field, f"missing required key {self.key!r}")
+        if name is _INVALID:
+            return _INVALID
+        if not isinstance(name, str) or name not in self.registry:
+            return builder.fail(value_node, _join(field, self.key), self.registry.unknown(name))
+        return builder.record(self.registry[name], node, field, tag=self.key)
+
+
+@dataclass(frozen=True)
+class ChosenBy:
+    """``Annotated[Any, ChosenBy("method", REGISTRY)]``: a record whose class is the one that a
+    sibling field names (a model's ``pretrain`` settings by its ``method``)."""
+
+    sibling: str
+    registry: Names
+
+    def convert(self, builder: _Builder, node: Node, field: str, siblings: dict[str, Any]) -> Any:
+        name = siblings.get(self.sibling, _INVALID)
+        if name is _INVALID:  # the sibling is missing or wrong, and reported as such
+            return _INVALID
+        if name not in self.registry:
+            return builder.fail(node, field, f"does not apply to {self.sibling} {name!r}; remove it")
+        return builder.record(self.registry[name], node, field)
+
+
+@dataclass(frozen=True)
+class SettingsByName:
+    """``Annotated[dict[str, dict[str, Any]], SettingsByName(REGISTRY)]``: settings per registered
+    name (``per_method: {stagate: {epochs: 100}}``), each checked against the named class and kept
+    as given, to be laid over that class's defaults."""
+
+    registry: Names
+
+    def convert(self, builder: _Builder, node: Node, field: str) -> Any:
+        if not isinstance(node, MappingNode):
+            return builder.fail(node, field, f"expected a mapping; got {_node_kind(node)}")
+        before = len(builder.problems)
+        out: dict[str, Any] = {}
+        for key_node, val_node in builder.pairs(node, field):
+            name = key_node.value
+            if name not in self.registry:
+                builder.fail(key_node, _join(field, str(name)), self.registry.unknown(name))
+                continue
+            out[name] = builder.record(self.registry[name], val_node, _join(field, name), as_given=True)
+        return _INVALID if len(builder.problems) > before else out
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """``Annotated[dict[str, Any], SharedSettings("methods", REGISTRY)]``: settings given once for
+    every class that a sibling list names (``clustering: {epochs: 40}`` for ``methods``). A key must be
+    a field of at least one of them; it applies to those that have it. Kept as given."""
+
+    sibling: str
+    registry: Names
+
+    def convert(self, builder: _Builder, node: Node, field: str, siblings: dict[str, Any]) -> Any:
+        names = siblings.get(self.sibling, _INVALID)
+        if names is _INVALID:
+            return _INVALID
+        classes = [self.registry[n] for n in names or () if n in self.registry]
+        if not isinstance(node, MappingNode):
+            return builder.fail(node, field, f"expected a mapping; got {_node_kind(node)}")
+        hints: dict[str, Any] = {}
+        for cls in classes:
+            for name, hint in field_types(cls).items():
+                hints.setdefault(name, hint)
+        before = len(builder.problems)
+        out: dict[str, Any] = {}
+        for key_node, val_node in builder.pairs(node, field):
+            key = key_node.value
+            if key not in hints:
+                close = difflib.get_close_matches(str(key), list(hints), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                builder.fail(key_node, _join(field, str(key)), f"{key!r} is a setting of none of the "
+                             f"{self.sibling} {list(names or ())}; {hint}(their settings: {', '.join(sorted(hints))})")
+                continue
+            out[key] = builder.convert(hints[key], val_node, _join(field, key))
+        if len(builder.problems) > before:
+            return _INVALID
+        for cls in classes:  # each class checks the values that apply to it
+            own = {k: v for k, v in out.items() if k in {f.name for f in dataclasses.fields(cls)}}
+            try:
+                cls(**own)
+            except ValueError as exc:
+                return builder.fail(node, field, f"{cls.__dict__.get('name', cls.__name__)}: {exc}")
+        return out
+
+
+_MARKERS = (Name, Tagged, ChosenBy, SettingsByName, SharedSettings)
+_SIBLING_MARKERS = (ChosenBy, SharedSettings)
 
 
 def build(cls: type[T], text: str, *, filename: str = "<string>") -> T:

@@ -15,36 +15,45 @@ import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from ssl_st import __version__
 
-from .plan import Cell
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .plan import Cell
 
 DONE, FAILED = "done", "failed"
 
-SCHEMA = pa.schema(
-    [
-        ("cell_id", pa.string()),
-        ("dataset", pa.string()),
-        ("task", pa.string()),
-        ("model", pa.string()),
-        ("mode", pa.string()),
-        ("seed", pa.int64()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("kind", pa.string()),  # "metric" (a score) or "info" (context: n_test, gene coverage, ...)
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("duration_s", pa.float64()),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("host", pa.string()),
-        ("ssl_st_version", pa.string()),
-        ("config", pa.string()),  # the cell's resolved content, JSON
-    ]
-)
+# column -> SQL type; every cell file has exactly these columns, in this order
+COLUMNS: dict[str, str] = {
+    "cell_id": "VARCHAR",
+    "dataset": "VARCHAR",
+    "task": "VARCHAR",
+    "model": "VARCHAR",
+    "mode": "VARCHAR",
+    "seed": "BIGINT",
+    "metric": "VARCHAR",
+    "value": "DOUBLE",
+    "kind": "VARCHAR",  # "metric" (a score) or "info" (context: n_test, gene coverage, ...)
+    "status": "VARCHAR",
+    "error": "VARCHAR",
+    "duration_s": "DOUBLE",
+    "finished_at": "TIMESTAMP WITH TIME ZONE",
+    "host": "VARCHAR",
+    "ssl_st_version": "VARCHAR",
+    "config": "VARCHAR",  # the cell's resolved content, JSON
+}
+
+
+def arrow_schema() -> pa.Schema:
+    """:data:`COLUMNS` as an Arrow schema (pyarrow is imported only by what reads or writes files)."""
+    import pyarrow as pa
+
+    types = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(),
+             "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(name, types[sql]) for name, sql in COLUMNS.items()])
 
 
 class ResultStore:
@@ -87,8 +96,11 @@ class ResultStore:
             "ssl_st_version": __version__,
             "config": json.dumps(cell.content, sort_keys=True),
         }
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         table = pa.Table.from_pylist(
-            [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=SCHEMA
+            [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=arrow_schema()
         )
         self.cells_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{cell.cell_id}.", suffix=".tmp", dir=self.cells_dir)
@@ -101,17 +113,28 @@ class ResultStore:
                 os.unlink(tmp)
         return self.path(cell.cell_id)
 
+    def glob(self) -> str:
+        """The pattern of every cell file, for ``read_parquet``."""
+        return str(self.cells_dir / "*.parquet")
+
     def statuses(self) -> dict[str, str]:
-        """``cell_id -> status`` of every recorded cell (reads two columns of each file)."""
-        out: dict[str, str] = {}
-        for path in self.files():
-            table = pq.read_table(path, columns=["cell_id", "status"])
-            if table.num_rows:
-                out[table["cell_id"][0].as_py()] = table["status"][0].as_py()
-        return out
+        """``cell_id -> status`` of every recorded cell (two columns of each file, in one scan)."""
+        if not self.files():
+            return {}
+        import duckdb
+
+        pattern = self.glob().replace("'", "''")
+        rows = duckdb.connect().execute(
+            f"SELECT cell_id, any_value(status) FROM read_parquet('{pattern}') GROUP BY cell_id"
+        ).fetchall()
+        return dict(rows)
 
     def table(self) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         files = self.files()
+        schema = arrow_schema()
         if not files:
-            return SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in files])
+            return schema.empty_table()
+        return pa.concat_tables([pq.read_table(p, schema=schema) for p in files])

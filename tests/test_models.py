@@ -99,8 +99,9 @@ def test_pretraining_lowers_its_own_loss_and_is_seeded():
 
 
 def test_builtin_methods_are_registered_once_with_their_network():
-    # built-ins first, in the order the registry names them; then this module's toy objective
-    assert list(PRETRAINING) == ["random-mask", "gp-mask", "barlow-twins", "toy-shuffle"]
+    # built-ins first, in the order the registry names them; then registered objectives such as this
+    # module's toy (other test modules may have registered theirs in this process too)
+    assert list(PRETRAINING)[:3] == ["random-mask", "gp-mask", "barlow-twins"] and "toy-shuffle" in PRETRAINING
     builtin = [PRETRAINING[name] for name in list(PRETRAINING)[:3]]
     assert builtin == [RandomMaskConfig, GPMaskConfig, BarlowTwinsConfig]
     assert [cls.network for cls in builtin] == ["masked-autoencoder"] * 2 + ["barlow-twins"]

@@ -279,3 +279,99 @@ def test_optional_rejects_wrong_type_and_non_text_keys() -> None:
     assert p.field == "max_cells" and p.message.startswith("expected an integer; got string 'lots'")
     p = _only(VALID + "1: x\n")
     assert p.message == "keys must be text; got '1'"
+
+
+# --- classes chosen by name: task kinds, a model's pretrain settings, settings per method ------------
+
+from typing import Annotated, ClassVar  # noqa: E402
+
+from grid.schema import ChosenBy, Name, SettingsByName, SharedSettings, Tagged  # noqa: E402
+from ssl_st.registry import Registry  # noqa: E402
+
+SHAPES = Registry("shape")
+METHODS = Registry("method")
+
+
+@SHAPES.register
+@dataclass(frozen=True)
+class Square:
+    name: ClassVar[str] = "square"
+    side: float = 1.0
+
+
+@SHAPES.register
+@dataclass(frozen=True)
+class Circle:
+    name: ClassVar[str] = "circle"
+    radius: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.radius <= 0:
+            raise ValueError("radius must be positive")
+
+
+@METHODS.register
+@dataclass(frozen=True)
+class Fast:
+    name: ClassVar[str] = "fast"
+    epochs: int = 10
+    k: int = 3
+
+
+@METHODS.register
+@dataclass(frozen=True)
+class Plain:
+    name: ClassVar[str] = "plain"
+    k: int = 6
+
+
+@dataclass(frozen=True)
+class Job:
+    method: Annotated[str, Name(SHAPES)]
+    settings: Annotated[Any, ChosenBy("method", SHAPES)] = None
+
+
+@dataclass(frozen=True)
+class Study:
+    shapes: tuple[Annotated[Any, Tagged("shape", SHAPES, default="square")], ...] = ()
+    jobs: tuple[Job, ...] = ()
+    methods: tuple[Annotated[str, Name(METHODS)], ...] = ("fast", "plain")
+    common: Annotated[dict[str, Any], SharedSettings("methods", METHODS)] = field(default_factory=dict)
+    own: Annotated[dict[str, dict[str, Any]], SettingsByName(METHODS)] = field(default_factory=dict)
+
+
+def test_tagged_records_take_the_class_their_key_names() -> None:
+    study = build(Study, "shapes: [{shape: circle, radius: 2}, {side: 3}]\n")
+    assert study.shapes == (Circle(radius=2.0), Square(side=3.0))
+    wrong = _only("shapes: [{shape: circel}]\n", Study)
+    assert wrong.field == "shapes[0].shape" and "did you mean 'circle'" in wrong.message
+    # the chosen class's own keys are checked, with its fields as suggestions
+    typo = _only("shapes: [{shape: circle, radios: 2}]\n", Study)
+    assert typo.field == "shapes[0].radios" and "did you mean 'radius'" in typo.message
+    assert "radius must be positive" in _only("shapes: [{shape: circle, radius: -1}]\n", Study).message
+
+
+def test_a_sibling_names_the_class_of_a_record() -> None:
+    study = build(Study, "jobs: [{method: circle, settings: {radius: 4}}, {method: square}]\n")
+    assert study.jobs == (Job("circle", Circle(radius=4.0)), Job("square", None))
+    wrong = _only("jobs: [{method: square, settings: {radius: 4}}]\n", Study)
+    assert wrong.field == "jobs[0].settings.radius" and "valid keys: side" in wrong.message
+    # a wrong sibling is reported once, not again for the record it would have chosen
+    bad = _only("jobs: [{method: triangle, settings: {radius: 4}}]\n", Study)
+    assert bad.field == "jobs[0].method" and "unknown shape 'triangle'" in bad.message
+
+
+def test_settings_by_name_are_checked_and_kept_as_given() -> None:
+    study = build(Study, "own: {fast: {epochs: 40}, plain: {}}\n")
+    assert study.own == {"fast": {"epochs": 40}, "plain": {}}
+    assert "did you mean 'fast'" in _only("own: {fats: {epochs: 40}}\n", Study).message
+    assert _only("own: {plain: {epochs: 40}}\n", Study).field == "own.plain.epochs"
+    assert "expected an integer" in _only("own: {fast: {epochs: many}}\n", Study).message
+
+
+def test_shared_settings_apply_to_the_methods_that_have_them() -> None:
+    study = build(Study, "common: {epochs: 40, k: 8}\n")
+    assert study.common == {"epochs": 40, "k": 8}
+    only_plain = _only("methods: [plain]\ncommon: {epochs: 40}\n", Study)
+    assert "'epochs' is a setting of none of the methods ['plain']" in only_plain.message
+    assert "expected an integer" in _only("common: {k: 1.5}\n", Study).message

@@ -1,0 +1,142 @@
+"""``ssl-st embed``, ``pretrain`` and ``models pull``: models outside a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import CacheOpt, DeviceOpt, EndpointOpt, ForceOpt, SeedOpt, app, err, fail, out, pull_files, read_h5ad
+
+models_app = typer.Typer(help="Published checkpoints: download and verify.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+@app.command()
+def embed(
+    checkpoint: Annotated[Path, typer.Argument(help="A published or ssl-st checkpoint (.ckpt).")],
+    data: Annotated[Path, typer.Argument(help="Cells to embed (.h5ad; raw counts in layers['counts'] or X).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obsm[KEY].")],
+    genes: Annotated[Path | None, typer.Option(help="The model's gene order (default: var.parquet beside the checkpoint).")] = None,
+    key: Annotated[str | None, typer.Option(help="obsm key (default X_<method>).")] = None,
+    normalize: Annotated[str, typer.Option(help="cp10k (upstream) or median (the study's spatial variant).")] = "cp10k",
+    trusted: Annotated[bool, typer.Option("--trusted", help="Allow unpickling objects (only for files you trust).")] = False,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option(help="Cells per forward pass.")] = 4096,
+) -> None:
+    """Embed cells with a model: map genes onto its vocabulary, normalise as upstream, write obsm."""
+    from ssl_st.datasets import write_h5ad_atomic
+    from ssl_st.models import CheckpointError, SSLModel
+    from ssl_st.pp import CoverageError
+    from ssl_st.tl import embed as embed_cells, embedding_key
+
+    if normalize not in ("cp10k", "median"):
+        raise fail(f"--normalize must be cp10k or median; got '{normalize}'")
+    try:
+        model = SSLModel.load(checkpoint, genes=genes, trusted=trusted)
+    except CheckpointError as exc:
+        raise fail(str(exc)) from None
+    adata = read_h5ad(data, "the cells to embed")
+    key = key or embedding_key(model.method)
+    try:
+        coverage = embed_cells(adata, model, key=key, target_sum=1e4 if normalize == "cp10k" else "median",
+                               device=device, batch_size=batch_size)
+    except CoverageError as exc:
+        raise fail(f"{data}: {exc}") from None
+    adata.uns["ssl_st"][key]["checkpoint"] = str(checkpoint)
+    write_h5ad_atomic(adata, out_path)
+    out.print(
+        f"{out_path}: obsm['{key}'] {adata.obsm[key].shape}; {coverage.mapped_genes}/{coverage.dataset_genes} "
+        f"genes mapped ({coverage.mapped_by_id} by ID, {coverage.mapped_by_symbol} by symbol), "
+        f"{coverage.vocabulary_fraction:.1%} of the model's {coverage.vocabulary_genes} genes"
+    )
+
+
+def _parse_set(items: list[str]) -> dict[str, float | int]:
+    settings: dict[str, float | int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set expects NAME=VALUE; got '{item}'")
+        try:
+            settings[name.replace("-", "_")] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise fail(f"--set {name}: '{value}' is not a number") from None
+    return settings
+
+
+@app.command()
+def pretrain(
+    reference: Annotated[Path, typer.Argument(help="Reference cells (.h5ad, raw counts).")],
+    method: Annotated[str, typer.Option(help="A pretraining method: random-mask, gp-mask, barlow-twins (or a registered plugin).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.ckpt); var.parquet and a .json go beside it.")],
+    programs: Annotated[Path | None, typer.Option(help="gp-mask: gene programs (GMT file).")] = None,
+    genes: Annotated[Path | None, typer.Option(help="Vocabulary to train in (var.parquet); default: the reference's genes.")] = None,
+    units: Annotated[str, typer.Option(help="Encoder widths, comma-separated.")] = "512,512,256,256,64",
+    dropout: Annotated[float | None, typer.Option(help="Encoder dropout (default: 0.1; 0 for barlow-twins).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the method's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the method's).")] = None,
+    settings: Annotated[list[str], typer.Option("--set", help="Other method settings, NAME=VALUE (e.g. mask_rate=0.3).")] = [],  # noqa: B006
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    log_dir: Annotated[Path | None, typer.Option(help="TensorBoard directory (default: beside the checkpoint).")] = None,
+) -> None:
+    """Pretrain an encoder on any reference AnnData; writes a checkpoint in the published layout."""
+    from ssl_st.models import PRETRAINING
+
+    if method not in PRETRAINING:
+        raise fail(f"--method: {PRETRAINING.unknown(method)}")
+    try:
+        widths = tuple(int(u) for u in units.split(","))
+    except ValueError:
+        raise fail(f"--units expects comma-separated integers; got '{units}'") from None
+    options = _parse_set(settings) | {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+    try:
+        training = PRETRAINING[method](**options)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"{method}: {exc}") from None
+    gene_programs = None
+    if training.needs_programs:
+        from ssl_st.programs import read_gmt
+
+        if programs is None:
+            raise fail(f"{method} needs --programs FILE.gmt")
+        try:
+            gene_programs = read_gmt(programs)
+        except (OSError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    from ssl_st.genes import Vocabulary
+    from ssl_st.models import Architecture
+    from ssl_st.pp import model_input
+
+    adata = read_h5ad(reference, "the reference")
+    vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(adata.var)
+    inputs, coverage = model_input(adata, vocabulary)
+    drop = dropout if dropout is not None else (0.0 if training.network == "barlow-twins" else 0.1)
+    architecture = Architecture(units=widths, dropout=drop)
+    log_dir = log_dir or out_path.with_suffix("").parent / f"{out_path.stem}-tensorboard"
+    err.print(f"pretraining {method} on {adata.n_obs} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured); curves: {log_dir}")
+
+    def show(epoch: int, train: float, val: float) -> None:
+        err.print(f"  epoch {epoch + 1}: train {train:.5f}  val {val:.5f}", highlight=False)
+
+    try:
+        model = training.train(inputs, vocabulary, architecture, programs=gene_programs, seed=seed, device=device,
+                               log_dir=log_dir, on_epoch=show)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    path = model.save(out_path)
+    out.print(f"{path}: {method} checkpoint (best epoch {model.training.get('best_epoch', 0) + 1}); genes: {path.parent / 'var.parquet'}")
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[list[str] | None, typer.Argument(help="Files to fetch (default: all): RandomMask, GPMask, BarlowTwins, var.")] = None,
+    cache_dir: CacheOpt = None,
+    endpoint: EndpointOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Download the published checkpoints and gene order, verifying sha256 checksums."""
+    from ssl_st import hub
+
+    pull_files(hub.PUBLISHED, names, cache_dir, endpoint, force)

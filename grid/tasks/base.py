@@ -1,0 +1,84 @@
+"""What every task kind provides, and the registry that names them.
+
+A kind is a frozen dataclass subclassing :class:`TaskSpec`, decorated with
+``@TASK_KINDS.register`` and listed once in ``builtin`` below. It declares:
+
+- its settings, as fields (what ``experiments.yaml`` may say in a task of this kind);
+- ``kind`` (its name), ``version`` (bumped when the meaning of its cells changes, which renews their
+  ids) and ``stages`` (the resource stages its cells are scheduled under, with defaults);
+- :meth:`TaskSpec.check`, for cross-references against the whole config;
+- :meth:`TaskSpec.cells`, its expansion into cells, each carrying a :class:`CellSpec` that runs it.
+
+Kinds import the science (torch, sklearn, ...) inside ``CellSpec.run``, never at the top, so that
+reading and planning a config stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from ssl_st.registry import Registry
+
+from ..resources import Resources
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+    from ..plan import Cell, Expansion
+
+TASK_KINDS: Registry = Registry("task kind", builtin=("grid.tasks.celltype", "grid.tasks.clustering"), key="kind")
+
+Row = tuple[str, float, str]
+"""One record of a finished cell: ``(metric, value, kind)``, kind ``metric`` (a score) or ``info``."""
+
+
+@dataclass(frozen=True)
+class CellInputs:
+    """Where a running cell finds what it needs (artifact files) and may write (its workdir)."""
+
+    data: Path
+    model: Path | None
+    reference: Path | None
+    workdir: Path
+    device: str
+
+    @classmethod
+    def of(cls, cell: Cell, paths: dict[str, Path], *, workdir: Path, device: str) -> CellInputs:
+        """The inputs of ``cell`` from the paths of built artifacts, by artifact key."""
+        return cls(data=paths[cell.data], model=paths.get(cell.trained_model), reference=paths.get(cell.reference),
+                   workdir=workdir, device=device)
+
+
+class CellSpec(Protocol):
+    """The typed settings of one cell: hashed (in canonical form) into its id, and what runs it."""
+
+    @property
+    def stage(self) -> str: ...
+
+    def run(self, cell: Cell, inputs: CellInputs) -> list[Row]: ...
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The settings every task has; a kind adds its own."""
+
+    kind: ClassVar[str]
+    version: ClassVar[int]
+    stages: ClassVar[dict[str, Resources]]
+
+    name: str
+    datasets: tuple[str, ...] | None = None  # default: every dataset but the reference
+    seeds: tuple[int, ...] | None = None  # a subset of the grid's seeds (e.g. one for a costly task)
+    label_key: str | None = None  # overrides the dataset's label column
+
+    def model_names(self) -> Iterable[str]:
+        """The models this task names (checked against the config's models)."""
+        return ()
+
+    def check(self, config: ExperimentConfig) -> None:
+        """Cross-references against the whole config; raise ValueError naming the task."""
+
+    def cells(self, expansion: Expansion) -> list[Cell]:
+        raise NotImplementedError

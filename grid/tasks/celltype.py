@@ -1,0 +1,164 @@
+"""The ``cell-type`` task: predict each cell's type on a spatial section, the study's first question.
+
+Cells are (dataset, mode, model, seed). ``zero-shot`` embeds with a frozen encoder and fits kNN on
+the train split; ``fine-tune`` trains the encoder with a classifier head; ``supervised`` trains the
+same network from random weights; ``pca`` is the model-free kNN baseline (``ssl_st.tasks``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ssl_st.models import Architecture
+from ssl_st.tasks import CellTypeConfig, FineTuneConfig
+
+from ..resources import Resources
+from .base import TASK_KINDS, CellInputs, Row, TaskSpec
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+    from ..plan import Cell, Expansion
+
+Mode = Literal["zero-shot", "fine-tune", "supervised", "pca"]
+MODEL_MODES = ("zero-shot", "fine-tune")  # modes that evaluate a model; the others are baselines
+TRAINING_MODES = ("fine-tune", "supervised")  # modes that train a classifier: the heavy cells
+
+
+@dataclass(frozen=True)
+class CellTypeCell:
+    """One cell-type evaluation: the mode, and the settings it reads."""
+
+    mode: Mode
+    config: CellTypeConfig
+    fine_tune: FineTuneConfig | None = None  # fine-tune and supervised
+    encoder: Architecture | None = None  # supervised: the network trained from scratch
+
+    @property
+    def stage(self) -> str:
+        return "fine-tune" if self.mode in TRAINING_MODES else "cell-type"
+
+    def run(self, cell: Cell, inputs: CellInputs) -> list[Row]:
+        import anndata as ad
+
+        from ssl_st.genes import Vocabulary
+        from ssl_st.models import SSLModel
+        from ssl_st.tasks import fine_tune, pca_baseline, supervised, zero_shot
+
+        adata = ad.read_h5ad(inputs.data)
+        if self.mode in MODEL_MODES:
+            model = SSLModel.load(inputs.model)
+            if self.mode == "zero-shot":
+                result = zero_shot(adata, model, self.config, cell.seed, device=inputs.device)
+            else:
+                result = fine_tune(adata, model, self.config, self.fine_tune, cell.seed, device=inputs.device)
+        else:
+            vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs.reference, backed="r").var)
+            if self.mode == "pca":
+                result = pca_baseline(adata, vocabulary, self.config, cell.seed)
+            else:
+                result = supervised(adata, vocabulary, self.encoder, self.config, self.fine_tune, cell.seed,
+                                    device=inputs.device)
+        rows: list[Row] = [(k, v, "metric") for k, v in result.metrics.items()]
+        rows += [(k, v, "info") for k, v in result.info.items()]
+        imputation = adata.uns.get("ssl_st_imputation", {})
+        if "holdout_pearson_r_mean" in imputation:  # how well the imputed genes were recovered
+            rows.append(("imputation_holdout_r", float(imputation["holdout_pearson_r_mean"]), "info"))
+        return rows
+
+
+@TASK_KINDS.register
+@dataclass(frozen=True)
+class CellTypeTask(TaskSpec):
+    """Cell-type prediction in the study's four modes, on every dataset and model it names."""
+
+    kind: ClassVar[str] = "cell-type"
+    version: ClassVar[int] = 1
+    stages: ClassVar[dict[str, Resources]] = {"cell-type": Resources(cpus=1), "fine-tune": Resources(cpus=1)}
+
+    modes: tuple[Mode, ...] = ("zero-shot", "fine-tune", "supervised", "pca")
+    models: tuple[str, ...] | None = None  # default: every model
+    k: int = 5
+    split: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    normalize: Literal["cp10k", "median"] = "cp10k"
+    pca_components: int = 64
+    min_coverage: float = 0.5  # a cell fails if fewer of the dataset's genes map onto the model's
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # fine-tune and supervised cells
+    supervised_encoder: Architecture = field(default_factory=Architecture)  # network of `supervised`
+
+    def __post_init__(self) -> None:
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
+            raise ValueError(f"task '{self.name}': split must be three positive fractions summing to 1")
+        if self.k < 1:
+            raise ValueError(f"task '{self.name}': k must be at least 1")
+        if not self.modes:
+            raise ValueError(f"task '{self.name}': list at least one mode")
+
+    def model_names(self) -> tuple[str, ...]:
+        return self.models or ()
+
+    def check(self, config: ExperimentConfig) -> None:
+        if any(m in MODEL_MODES for m in self.modes) and not (self.models or config.models):
+            raise ValueError(f"task '{self.name}': mode zero-shot needs at least one model")
+
+    def _content(self, mode: str) -> dict[str, Any]:
+        """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
+        fine-tuning schedule does not renew zero-shot cells)."""
+        content: dict[str, Any] = {
+            "name": self.name, "kind": self.kind, "label_key": self.label_key, "k": self.k, "split": self.split,
+            "normalize": self.normalize, "min_coverage": self.min_coverage,
+        }
+        if mode in TRAINING_MODES:
+            content["fine_tune"] = asdict(self.fine_tune)
+        if mode == "supervised":
+            content["supervised_encoder"] = asdict(self.supervised_encoder)
+        if mode == "pca":
+            content["pca_components"] = self.pca_components
+        return content
+
+    def _spec(self, mode: Mode, label_key: str) -> CellTypeCell:
+        config = CellTypeConfig(
+            label_key=label_key, k=self.k, split=self.split, target_sum=1e4 if self.normalize == "cp10k" else "median",
+            pca_components=self.pca_components, min_coverage=self.min_coverage,
+        )
+        return CellTypeCell(
+            mode, config, fine_tune=self.fine_tune if mode in TRAINING_MODES else None,
+            encoder=self.supervised_encoder if mode == "supervised" else None,
+        )
+
+    def cells(self, expansion: Expansion) -> list[Cell]:
+        """(dataset, mode, model, seed), in that order; model-free modes have no model."""
+        from ..plan import dataset_content
+
+        config = expansion.config
+        cells: list[Cell] = []
+        vocabulary = dataset_content(expansion.vocabulary)
+        for dataset_name in config.task_datasets(self):
+            dataset = config.dataset(dataset_name)
+            data = expansion.data(dataset_name)
+            label_key = self.label_key or dataset.label_key
+            for mode in self.modes:
+                model_names: list[str | None] = [None]
+                if mode in MODEL_MODES:
+                    model_names = list(self.models or [m.name for m in config.models])
+                if mode == "fine-tune":  # fine-tuning random weights is the supervised baseline
+                    model_names = [n for n in model_names if config.model(n).method != "random-init"]
+                spec = self._spec(mode, label_key)
+                for model_name in model_names:
+                    artifact = expansion.model(model_name) if model_name else None
+                    for seed in expansion.seeds(self):
+                        content = {
+                            "grid_version": self.version,
+                            "task": self._content(mode),
+                            "dataset": {**dataset_content(dataset), "label_key": label_key},
+                            "vocabulary": vocabulary,
+                            "model": {"name": model_name, "artifact": artifact.spec} if artifact else None,
+                            "mode": mode,
+                            "seed": seed,
+                        }
+                        cells.append(expansion.cell(
+                            self, dataset=dataset_name, model=model_name, mode=mode, seed=seed, spec=spec,
+                            content=content, data=data, reference=None if artifact else expansion.data(config.reference),
+                            trained_model=artifact,
+                        ))
+        return cells
