@@ -21,7 +21,7 @@ from ssl_st.impute import ImputeConfig
 from ssl_st.models import PRETRAINING, Architecture
 
 from . import schema
-from .schema import suggest
+from .schema import FieldError, suggest
 from .resources import Resources
 from .tasks import TASK_KINDS, TaskSpec
 
@@ -128,45 +128,51 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise ValueError("list at least one seed, e.g. seeds: [42]")
+            raise FieldError("seeds", "list at least one seed, e.g. seeds: [42]")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds must be unique")
+            raise FieldError("seeds", "seeds must be unique")
         for kind, names in (
-            ("dataset", [d.name for d in self.datasets]),
-            ("model", [m.name for m in self.models]),
-            ("task", [t.name for t in self.tasks]),
+            ("datasets", [d.name for d in self.datasets]),
+            ("models", [m.name for m in self.models]),
+            ("tasks", [t.name for t in self.tasks]),
         ):
-            duplicated = sorted({n for n in names if names.count(n) > 1})
-            if duplicated:
-                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicated)}")
+            repeated = [i for i, n in enumerate(names) if n in names[:i]]
+            if repeated:
+                raise FieldError(f"{kind}[{repeated[0]}].name", f"{kind[:-1]} names must be unique; "
+                                 f"'{names[repeated[0]]}' is repeated")
         datasets = [d.name for d in self.datasets]
         models = [m.name for m in self.models]
-        for d in self.datasets:
+        for i, d in enumerate(self.datasets):
             for role, ref in (("base", d.base), ("impute_reference", d.impute_reference)):
                 if ref is not None and ref not in datasets:
-                    raise ValueError(f"dataset '{d.name}': {role} '{ref}' is not a dataset{suggest(ref, datasets)}")
+                    raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': {role} '{ref}' is not a dataset{suggest(ref, datasets)}")
             if d.base is not None and self.dataset(d.base).source == "imputed":
-                raise ValueError(f"dataset '{d.name}': base '{d.base}' is itself imputed; impute a measured dataset")
+                raise FieldError(f"datasets[{i}].base", f"dataset '{d.name}': base '{d.base}' is itself imputed; impute a measured dataset")
         if self.reference not in datasets:
-            raise ValueError(f"reference '{self.reference}' is not a dataset{suggest(self.reference, datasets)}")
-        for model in self.models:
+            raise FieldError("reference", f"reference '{self.reference}' is not a dataset{suggest(self.reference, datasets)}")
+        for i, model in enumerate(self.models):
             ref = model.reference or self.reference
             if ref not in datasets:
-                raise ValueError(f"model '{model.name}': reference '{ref}' is not a dataset{suggest(ref, datasets)}")
-        for task in self.tasks:
+                raise FieldError(f"models[{i}].reference", f"model '{model.name}': reference '{ref}' is not a dataset{suggest(ref, datasets)}")
+        for i, task in enumerate(self.tasks):
             if task.seeds is not None and (not task.seeds or set(task.seeds) - set(self.seeds)):
-                raise ValueError(f"task '{task.name}': seeds must be a non-empty subset of the grid's seeds {list(self.seeds)}")
-            for name in task.datasets or ():
+                raise FieldError(f"tasks[{i}].seeds", f"task '{task.name}': seeds must be a non-empty subset of the grid's seeds {list(self.seeds)}")
+            for j, name in enumerate(task.datasets or ()):
                 if name not in datasets:
-                    raise ValueError(f"task '{task.name}': unknown dataset '{name}'{suggest(name, datasets)}")
-            for name in task.model_names():
+                    raise FieldError(f"tasks[{i}].datasets[{j}]", f"task '{task.name}': unknown dataset '{name}'{suggest(name, datasets)}")
+            for path, name in task.model_refs():
                 if name not in models:
-                    raise ValueError(f"task '{task.name}': unknown model '{name}'{suggest(name, models)}")
-            task.check(self)
+                    raise FieldError(f"tasks[{i}].{path}", f"task '{task.name}': unknown model '{name}'{suggest(name, models)}")
+            try:
+                task.check(self)
+            except FieldError as err:
+                raise err.within(f"tasks[{i}]") from None
+            except ValueError as err:
+                raise FieldError(f"tasks[{i}]", str(err)) from None
         stages = self.stages()
         for stage in self.resources:
             if stage not in stages:
-                raise ValueError(f"resources: unknown stage '{stage}'{suggest(stage, list(stages))}")
+                raise FieldError(f"resources.{stage}", f"resources: unknown stage '{stage}'{suggest(stage, list(stages))}")
 
     def dataset(self, name: str) -> DatasetSpec:
         return next(d for d in self.datasets if d.name == name)

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-__all__ = ["ChosenBy", "ConfigError", "Name", "Problem", "SettingsByName", "SharedSettings", "Tagged", "build", "load", "suggest"]
+__all__ = ["ChosenBy", "ConfigError", "FieldError", "Name", "Problem", "SettingsByName", "SharedSettings", "Tagged", "build", "load", "suggest"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,21 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class FieldError(ValueError):
+    """A ``__post_init__`` check that knows where it belongs: ``path`` is a dotted path from the
+    record that raises it (``tasks[0].datasets[1]``), and the problem is reported at that node's line
+    instead of the record's."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def within(self, prefix: str) -> FieldError:
+        """The same error, seen from the record that holds this one under ``prefix``."""
+        path = prefix + self.path if self.path.startswith("[") else _join(prefix, self.path) if self.path else prefix
+        return FieldError(path, str(self))
 
 
 class ConfigError(Exception):
@@ -285,9 +300,29 @@ class _Builder:
             return _INVALID
         try:
             built = cls(**values)
+        except FieldError as exc:  # a cross-reference check that names its field
+            return self.fail(_locate(node, exc.path), _join(field, exc.path), str(exc))
         except ValueError as exc:  # cross-field checks from __post_init__
             return self.fail(node, field, str(exc))
         return values if as_given else built
+
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _locate(node: Node, path: str) -> Node:
+    """The node at a dotted path below ``node`` (``tasks[0].datasets[1]``), or the deepest that exists."""
+    for key, index in _STEP.findall(path):
+        if key and isinstance(node, MappingNode):
+            child = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key), None)
+        elif index and isinstance(node, SequenceNode) and int(index) < len(node.value):
+            child = node.value[int(index)]
+        else:
+            child = None
+        if child is None:
+            break
+        node = child
+    return node
 
 
 def field_types(cls: type) -> dict[str, Any]:

@@ -61,6 +61,25 @@ def test_cross_references_are_checked(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "unknown dataset 'merscop'; did you mean 'merscope'?" in str(info.value)
+    # reported where it was written, not at the top of the file
+    (problem,) = info.value.problems
+    assert problem.line == len(path.read_text().splitlines()) and problem.field == "tasks[0].datasets[0]"
+
+
+def test_cross_references_point_at_their_line(tmp_path):
+    path = tmp_path / "experiments.yaml"
+    text = TINY_CONFIG.format(epochs=2, extra_datasets="").replace("reference: atlas", "reference: atlass")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.line == text.splitlines().index("reference: atlass") + 1 and "did you mean 'atlas'" in problem.message
+    path.write_text(TINY_CONFIG.format(epochs=2, extra_datasets="") + "resources:\n  pretrian: {cpus: 1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.field == "resources.pretrian" and "did you mean 'pretrain'" in problem.message
+    assert problem.line == len(path.read_text().splitlines())
 
 
 def test_wrong_types_and_values_are_all_reported(tmp_path):

@@ -73,12 +73,13 @@ class TaskSpec:
     seeds: tuple[int, ...] | None = None  # a subset of the grid's seeds (e.g. one for a costly task)
     label_key: str | None = None  # overrides the dataset's label column
 
-    def model_names(self) -> Iterable[str]:
-        """The models this task names (checked against the config's models)."""
+    def model_refs(self) -> Iterable[tuple[str, str]]:
+        """``(field path, model name)`` of every model this task names (checked against the config)."""
         return ()
 
     def check(self, config: ExperimentConfig) -> None:
-        """Cross-references against the whole config; raise ValueError naming the task."""
+        """Cross-references against the whole config; raise ValueError naming the task
+        (:class:`grid.schema.FieldError` to point at one of its fields)."""
 
     def cells(self, expansion: Expansion) -> list[Cell]:
         raise NotImplementedError

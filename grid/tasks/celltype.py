@@ -14,6 +14,7 @@ from ssl_st.models import Architecture
 from ssl_st.tasks import CellTypeConfig, FineTuneConfig
 
 from ..resources import Resources
+from ..schema import FieldError
 from .base import TASK_KINDS, CellInputs, Row, TaskSpec
 
 if TYPE_CHECKING:
@@ -94,12 +95,12 @@ class CellTypeTask(TaskSpec):
         if not self.modes:
             raise ValueError(f"task '{self.name}': list at least one mode")
 
-    def model_names(self) -> tuple[str, ...]:
-        return self.models or ()
+    def model_refs(self) -> list[tuple[str, str]]:
+        return [(f"models[{i}]", name) for i, name in enumerate(self.models or ())]
 
     def check(self, config: ExperimentConfig) -> None:
         if any(m in MODEL_MODES for m in self.modes) and not (self.models or config.models):
-            raise ValueError(f"task '{self.name}': mode zero-shot needs at least one model")
+            raise FieldError("modes", f"task '{self.name}': mode zero-shot needs at least one model")
 
     def _content(self, mode: str) -> dict[str, Any]:
         """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the

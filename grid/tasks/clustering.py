@@ -119,7 +119,7 @@ class SpatialClusteringTask(TaskSpec):
             raise ValueError(f"task '{self.name}': list at least one method and one input")
         unused = sorted(set(self.per_method) - set(self.methods))
         if unused:
-            raise ValueError(f"task '{self.name}': per_method names '{unused[0]}', which is not in methods {list(self.methods)}")
+            raise schema.FieldError(f"per_method.{unused[0]}", f"task '{self.name}': per_method names '{unused[0]}', which is not in methods {list(self.methods)}")
         for method in self.methods:
             try:
                 self.domain_config(method, EXPRESSION)
@@ -138,14 +138,9 @@ class SpatialClusteringTask(TaskSpec):
         return DomainConfig(self.settings_for(method), n_domains=self.n_domains, use_rep=use_rep,
                             library_key=self.library_key)
 
-    def model_names(self) -> tuple[str, ...]:
-        return tuple(i for i in self.inputs if i != EXPRESSION)
-
-    def check(self, config: ExperimentConfig) -> None:
-        models = [m.name for m in config.models]
-        for name in self.inputs:
-            if name != EXPRESSION and name not in models:
-                raise ValueError(f"task '{self.name}': input '{name}' is neither expression nor a model{schema.suggest(name, models)}")
+    def model_refs(self) -> list[tuple[str, str]]:
+        """Every input but expression names a model."""
+        return [(f"inputs[{i}]", name) for i, name in enumerate(self.inputs) if name != EXPRESSION]
 
     def _cell_specs(self, method: str, input_name: str, labels: str | None) -> list[tuple[str, DomainCell]]:
         """(mode, spec) of one method and input; a tuned kind adds one per objective."""
@@ -211,16 +206,15 @@ class TuneClusteringTask(SpatialClusteringTask):
             try:
                 self.tuning.check(DOMAIN_METHODS[method])
             except ValueError as err:
-                raise ValueError(f"task '{self.name}': tuning {method}: {err}") from None
+                raise schema.FieldError("tuning.space", f"task '{self.name}': tuning {method}: {err}") from None
 
     def check(self, config: ExperimentConfig) -> None:
-        super().check(config)
         if "oracle" not in self.objectives or self.label_key:
             return
         for name in config.task_datasets(self):
             if not config.dataset(name).resolved_domain_key:
-                raise ValueError(
-                    f"task '{self.name}': the oracle objective tunes on ground-truth domains, but dataset "
+                raise schema.FieldError(
+                    "objectives", f"task '{self.name}': the oracle objective tunes on ground-truth domains, but dataset "
                     f"'{name}' has none; set its domain_key (an obs column) or drop oracle"
                 )
 
