@@ -40,7 +40,7 @@ def write_store(results: Path, n_files: int, rows: int) -> None:
     from grid.store import arrow_schema
 
     cells = results / "cells"
-    cells.mkdir(parents=True)
+    cells.mkdir(parents=True, exist_ok=True)
     schema = arrow_schema()
     for i in range(n_files):
         table = pa.table({
@@ -77,6 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "experiments.yaml").write_text((REPO / "experiments.yaml").read_text())
+        (work / "results" / "cells").mkdir(parents=True)  # an empty store (a missing one is an error)
         bare = best_of(args.repeats, [sys.executable, "-c", "pass"], work)
         print(f"python -c pass (baseline)      {bare:6.2f} s")
         for name, command in (("--help", ["--help"]), ("plan (demo config)", ["plan"]),

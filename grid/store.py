@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import socket
-import tempfile
-from collections.abc import Iterable
+import sys
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,10 +24,20 @@ from ssl_st import __version__
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.dataset as ds
 
     from .plan import Cell
 
 DONE, FAILED = "done", "failed"
+
+# Terminal control sequences (colours, cursor moves, hyperlinks) that Ray and rich put in tracebacks:
+# stored errors are read in tables, CSV and JSON, where they are noise.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
 
 # column -> SQL type; every cell file has exactly these columns, in this order
 COLUMNS: dict[str, str] = {
@@ -56,16 +69,52 @@ def arrow_schema() -> pa.Schema:
     return pa.schema([(name, types[sql]) for name, sql in COLUMNS.items()])
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _same_file(path: Path, before: os.stat_result) -> bool:
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 class ResultStore:
-    def __init__(self, root: str | Path) -> None:
+    """The cell files under ``root``.
+
+    Reading never fails on one damaged file: a cell file that cannot be read (truncated by a crash or
+    a full disk, not Parquet, other columns) is moved to ``<root>/quarantine/`` with a warning, and is
+    then simply absent, so ``ssl-st run`` computes that cell again. Reads take one scan over every file
+    and check files one by one only when that scan fails, so a healthy store costs nothing extra.
+    """
+
+    def __init__(self, root: str | Path, *, warn: Callable[[str], None] = _warn) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.quarantine_dir = self.root / "quarantine"
+        self.warn = warn
+        # unreadable files that could not be moved (a read-only store): left out of this store's reads
+        self.skipped: set[Path] = set()
 
     def path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.parquet"
 
     def files(self) -> list[Path]:
-        return sorted(self.cells_dir.glob("*.parquet")) if self.cells_dir.is_dir() else []
+        if not self.cells_dir.is_dir():
+            return []
+        return sorted(p for p in self.cells_dir.glob("*.parquet") if p not in self.skipped)
+
+    def quarantined(self) -> list[Path]:
+        """The cell files moved aside as unreadable (kept for inspection; nothing reads them)."""
+        if not self.quarantine_dir.is_dir():
+            return []
+        return sorted(p for p in self.quarantine_dir.iterdir() if p.is_file())
 
     def write(
         self,
@@ -89,7 +138,7 @@ class ResultStore:
             "mode": cell.mode,
             "seed": cell.seed,
             "status": status,
-            "error": error,
+            "error": strip_ansi(error) if error is not None else None,
             "duration_s": duration_s,
             "finished_at": finished,
             "host": socket.gethostname(),
@@ -103,38 +152,136 @@ class ResultStore:
             [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=arrow_schema()
         )
         self.cells_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cell.cell_id}.", suffix=".tmp", dir=self.cells_dir)
-        os.close(fd)
+        tmp = self.cells_dir / f".{cell.cell_id}.{secrets.token_hex(6)}.tmp"
+        # 0o666 through the umask, like any file the user creates (mkstemp's 0600 hid the results from
+        # the group on shared storage); O_EXCL so two writers never share a temporary file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            pq.write_table(table, tmp)
+            with os.fdopen(fd, "wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                # on disk before the rename: a power cut must not leave a named but truncated cell
+                os.fsync(f.fileno())
             os.replace(tmp, self.path(cell.cell_id))
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            if tmp.exists():
+                tmp.unlink()
         return self.path(cell.cell_id)
+
+    def sweep(self, min_age_s: float = 0.0) -> list[Path]:
+        """Delete the temporary files that writers killed mid-write left in ``cells/``; the deleted paths.
+
+        A temporary file belongs to a write in progress until it is renamed, so this is safe only when
+        no other process writes to the store: ``ssl-st run`` calls it at start while it holds the
+        store's lock, and then every temporary file is a leftover. Without that lock, pass a
+        ``min_age_s`` longer than a cell write takes (a write lasts well under a second).
+        """
+        if not self.cells_dir.is_dir():
+            return []
+        removed, now = [], time.time()
+        for tmp in self.cells_dir.glob(".*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime >= min_age_s:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except FileNotFoundError:  # its writer finished (renamed it) meanwhile
+                continue
+        return removed
 
     def glob(self) -> str:
         """The pattern of every cell file, for ``read_parquet``."""
         return str(self.cells_dir / "*.parquet")
 
-    def statuses(self) -> dict[str, str]:
-        """``cell_id -> status`` of every recorded cell (two columns of each file, in one scan)."""
-        if not self.files():
-            return {}
-        import duckdb
+    # -- reading, with quarantine ---------------------------------------------------------------
 
-        pattern = self.glob().replace("'", "''")
-        rows = duckdb.connect().execute(
-            f"SELECT cell_id, any_value(status) FROM read_parquet('{pattern}') GROUP BY cell_id"
-        ).fetchall()
-        return dict(rows)
-
-    def table(self) -> pa.Table:
-        import pyarrow as pa
+    def unreadable(self, path: Path) -> str | None:
+        """Why ``path`` is not a whole cell file with the store's columns, or None when it is."""
         import pyarrow.parquet as pq
 
+        try:
+            schema = pq.read_table(path).schema  # every page: a damaged one inside must show here
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises OSError, ArrowInvalid, ...
+            return _one_line(f"{type(exc).__name__}: {exc}")
+        if not schema.equals(arrow_schema(), check_metadata=False):
+            return f"its columns are ({', '.join(schema.names)}), not the store's"
+        return None
+
+    def quarantine(self, path: Path, reason: str) -> Path | None:
+        """Move an unreadable cell file to ``quarantine/`` (same name, a timestamp added if taken)."""
+        try:
+            self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+            target = self.quarantine_dir / path.name
+            if target.exists():  # an earlier copy of this cell is kept too: never overwrite evidence
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                target = target.with_name(f"{path.stem}.{stamp}{path.suffix}")
+            os.rename(path, target)
+        except FileNotFoundError:  # another reader moved it first
+            return None
+        except OSError as exc:
+            self.skipped.add(path)
+            self.warn(f"{path}: unreadable cell file ({reason}); left out, could not move it to "
+                      f"{self.quarantine_dir} ({_one_line(str(exc))}); move or delete it so `ssl-st run` recomputes the cell")
+            return None
+        self.warn(f"{path}: unreadable cell file ({reason}); moved to {target}, `ssl-st run` recomputes the cell")
+        return target
+
+    def check(self) -> list[Path]:
+        """Check every cell file on its own, quarantine the unreadable ones; the readable files."""
+        readable = []
+        for path in self.files():
+            try:
+                before = path.stat()
+            except FileNotFoundError:
+                continue
+            reason = self.unreadable(path)
+            if reason is None:
+                readable.append(path)
+            elif _same_file(path, before):  # not replaced by a writer (with a whole file) meanwhile
+                self.quarantine(path, reason)
+        return readable
+
+    def _parquet(self, files: list[Path]) -> str:
+        """``read_parquet`` over ``files``: the glob when it is the whole store (a short statement)."""
+        if not self.skipped and files == self.files():
+            sources = "'" + self.glob().replace("'", "''") + "'"
+        else:
+            sources = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+        return f"read_parquet({sources})"
+
+    def _scan(self, select: str) -> tuple[list[Path], list[tuple]]:
+        """``select`` (``{cells}`` stands for the cell files) in one DuckDB scan; if the scan fails,
+        check the files one by one, quarantine the unreadable and scan the rest. The files it read."""
+        import duckdb
+
         files = self.files()
-        schema = arrow_schema()
         if not files:
-            return schema.empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=schema) for p in files])
+            return [], []
+        try:
+            return files, duckdb.connect().execute(select.format(cells=self._parquet(files))).fetchall()
+        except duckdb.Error:  # which file, and why, is found below; a second failure is no file's fault
+            files = self.check()
+        if not files:
+            return [], []
+        return files, duckdb.connect().execute(select.format(cells=self._parquet(files))).fetchall()
+
+    def readable_files(self) -> list[Path]:
+        """The cell files, each with a Parquet footer DuckDB can read (one scan of the footers)."""
+        return self._scan("SELECT count(*) FROM {cells}")[0]
+
+    def statuses(self) -> dict[str, str]:
+        """``cell_id -> status`` of every recorded cell (two columns of each file, in one scan)."""
+        return dict(self._scan("SELECT cell_id, any_value(status) FROM {cells} GROUP BY cell_id")[1])
+
+    def dataset(self, files: list[Path] | None = None) -> ds.Dataset:
+        """``files`` (default: every cell file) as one pyarrow dataset in the store's schema."""
+        import pyarrow.dataset as ds
+
+        files = self.files() if files is None else files
+        return ds.dataset([str(p) for p in files], schema=arrow_schema(), format="parquet")
+
+    def table(self) -> pa.Table:
+        files = self.files()
+        try:
+            return self.dataset(files).to_table()
+        except Exception:  # noqa: BLE001 - a damaged file raises OSError, ArrowInvalid, ...; found below
+            return self.dataset(self.check()).to_table()
