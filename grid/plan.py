@@ -14,9 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+ArtifactState = Literal["built", "missing", "broken", "unverified"]
+MANIFEST_NAME = "manifest.json"  # inside a model folder; a dataset's sits beside it: <file>.manifest.json
+MANIFEST_VERSION = 1
 
 from .config import DatasetSpec, ExperimentConfig, ModelSpec
 from .tasks import CellSpec, TaskSpec
@@ -65,10 +70,113 @@ class Artifact:
             return root / "artifacts" / "data" / f"{self.name}-{self.key}.h5ad"
         return root / "artifacts" / "models" / f"{self.name}-{self.key}"
 
+    def manifest_path(self, root: Path) -> Path:
+        return manifest_path(self.path(root))
+
+    def check(self, root: Path, *, checksums: bool = False) -> tuple[ArtifactState, str]:
+        """The artifact's state and why, against its manifest (see :func:`check_manifest`)."""
+        return check_manifest(self.path(root), checksums=checksums)
+
+    def state(self, root: Path, *, checksums: bool = False) -> ArtifactState:
+        return self.check(root, checksums=checksums)[0]
+
     def is_built(self, root: Path) -> bool:
-        # Both builders write the marker file last, atomically.
-        path = self.path(root)
-        return path.is_file() if self.kind == "data" else (path / "model.ckpt").is_file()
+        """Present and, checksums included, what was built: safe to hand to cells as it is."""
+        return self.state(root, checksums=True) == "built"
+
+
+# ---------------------------------------------------------------- manifests
+#
+# Every artifact carries a manifest, written last and atomically once everything else is in place:
+# the size, mtime and sha256 of each of its files. Checks come in two strengths:
+#
+# - ``checksums=False`` (``ssl-st plan``, instant): sizes must match (a truncated file is "broken");
+#   a file whose mtime changed since it was built (copied, touched) is "unverified".
+# - ``checksums=True`` (``ssl-st run`` before any cell uses an artifact, and the builders): the sha256
+#   of every file, about 1 s per 500 MB, once per run.
+#
+# An artifact without a manifest was built by an older ssl-st (or its builder died between writing
+# the file and the manifest). It is "unverified": the builder opens it completely (reads the whole
+# dataset, loads the model) and, if that works, writes its manifest; otherwise it rebuilds it. That
+# keeps hours of pretraining from older results directories without ever blessing a truncated file.
+
+
+def manifest_path(artifact_path: Path) -> Path:
+    """``manifest.json`` inside a model folder; ``<file>.manifest.json`` beside a dataset file."""
+    if artifact_path.is_dir() or (artifact_path.suffix != ".h5ad" and not artifact_path.is_file()):
+        return artifact_path / MANIFEST_NAME
+    return artifact_path.with_name(f"{artifact_path.name}.manifest.json")
+
+
+def _artifact_files(artifact_path: Path) -> dict[str, Path]:
+    if artifact_path.is_dir():
+        return {p.relative_to(artifact_path).as_posix(): p for p in sorted(artifact_path.rglob("*"))
+                if p.is_file() and p.name != MANIFEST_NAME}
+    return {artifact_path.name: artifact_path}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(artifact_path: Path) -> Path:
+    """Record every file of an artifact (a file or a model folder); call it last, once all is written."""
+    files = {}
+    for rel, path in _artifact_files(artifact_path).items():
+        stat = path.stat()
+        files[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_of(path)}
+    target = manifest_path(artifact_path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"manifest_version": MANIFEST_VERSION, "files": files}, indent=1))
+    os.replace(tmp, target)
+    return target
+
+
+def check_manifest(artifact_path: Path, *, checksums: bool = False) -> tuple[ArtifactState, str]:
+    """``(state, reason)`` of the artifact at ``artifact_path`` (reason is "" when built)."""
+    if not artifact_path.exists():
+        return "missing", "not built yet"
+    target = manifest_path(artifact_path)
+    if not target.is_file():
+        if artifact_path.is_dir() and not (artifact_path / "model.ckpt").is_file():
+            return "broken", "no model.ckpt (an interrupted build)"
+        return "unverified", "no manifest (built by an older ssl-st)"
+    try:
+        files = json.loads(target.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return "broken", f"{target.name}: unreadable manifest ({exc})"
+    changed = []
+    for rel, want in files.items():
+        path = artifact_path / rel if artifact_path.is_dir() else artifact_path.with_name(rel)
+        if not path.is_file():
+            return "broken", f"{rel} is missing"
+        stat = path.stat()
+        if stat.st_size != want["size"]:
+            return "broken", f"{rel}: {stat.st_size} bytes, {want['size']} when built (truncated or overwritten)"
+        if checksums and sha256_of(path) != want["sha256"]:
+            return "broken", f"{rel}: sha256 differs from when it was built (corrupted or overwritten)"
+        if stat.st_mtime_ns != want["mtime_ns"]:
+            changed.append(rel)
+    if changed and not checksums:
+        return "unverified", f"changed since built: {', '.join(changed)}"
+    return "built", ""
+
+
+def artifact_summary(artifacts: list[Artifact] | tuple[Artifact, ...], root: Path) -> str:
+    """``ssl-st plan``'s artifact line: counts, and every broken or unverified artifact by name."""
+    checked = [(a, *a.check(root)) for a in artifacts]
+    built = sum(state == "built" for _, state, _ in checked)
+    line = f"artifacts: {built}/{len(checked)} built"
+    for state, hint in (("broken", "`ssl-st run` rebuilds them"),
+                        ("unverified", "`ssl-st run` checks them and keeps or rebuilds each one")):
+        named = [f"{a.path(root).relative_to(root / 'artifacts').as_posix()} ({why})" for a, s, why in checked if s == state]
+        if named:
+            line += f", {len(named)} {state}: {'; '.join(named)} [{hint}]"
+    return line + " (datasets and models, shared by cells)"
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,22 @@
 
 Builders turn an :class:`Artifact` into a file under the results directory; :func:`run_cell` runs a
 :class:`Cell` through its typed spec. Both are plain functions of their inputs, so they run the same
-in a Ray worker, in a test, or in a debugger. Artifacts are written atomically and rebuilt only when
-absent. The science is imported here, not at plan time.
+in a Ray worker, in a test, or in a debugger. The science is imported here, not at plan time.
+
+Artifacts are written whole and atomically (a dataset file by rename; a model folder, tensorboard
+logs included, staged beside its place and renamed in), then sealed by a manifest written last (see
+:mod:`grid.plan`). An artifact is reused only if its manifest vouches for it, checksums included;
+a broken one is rebuilt; one without a manifest (an older ssl-st) is opened completely and adopted
+if that works, rebuilt otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .config import DatasetSpec, ModelSpec
-from .plan import Artifact, Cell
+from .plan import Artifact, Cell, manifest_path, write_manifest
 from .tasks import CellInputs, Row
 
 
@@ -32,13 +38,47 @@ def load_dataset(spec: DatasetSpec):
                              where=spec.path or f"demo {spec.flavour}")
 
 
+log = logging.getLogger(__name__)
+
+
+def _reusable(artifact: Artifact, root: Path, rebuild: bool) -> bool:
+    """Whether the artifact on disk can be used as it is, adopting one that has no manifest yet."""
+    if rebuild:
+        return False
+    state, why = artifact.check(root, checksums=True)
+    if state == "built":
+        return True
+    if state == "unverified":  # no manifest: trust it only if it opens completely
+        try:
+            _open_completely(artifact, root)
+        except Exception as exc:  # h5py, anndata and torch raise many types for a damaged file
+            log.warning("%s: %s and it does not open (%s); rebuilding it", artifact.path(root), why, exc)
+            return False
+        write_manifest(artifact.path(root))
+        return True
+    if state == "broken":
+        log.warning("%s: %s; rebuilding it", artifact.path(root), why)
+    return False
+
+
+def _open_completely(artifact: Artifact, root: Path) -> None:
+    if artifact.kind == "data":
+        import anndata as ad
+
+        ad.read_h5ad(artifact.path(root))  # reads every array: a truncated file fails here
+    else:
+        from ssl_st.models import SSLModel
+
+        SSLModel.load(artifact.path(root), trusted=False)
+
+
 def build_data(artifact: Artifact, root: Path, inputs: dict[str, Path], *, rebuild: bool = False) -> Path:
     import anndata as ad
 
     from ssl_st.datasets import write_h5ad_atomic
 
     path = artifact.path(root)
-    if artifact.is_built(root) and not rebuild:
+    if _reusable(artifact, root, rebuild):
         return path
     spec: DatasetSpec = artifact.source  # type: ignore[assignment]
     if spec.source == "imputed":
@@ -47,7 +87,12 @@ def build_data(artifact: Artifact, root: Path, inputs: dict[str, Path], *, rebui
         adata = impute_checked(ad.read_h5ad(inputs["base"]), ad.read_h5ad(inputs["reference"]), spec.impute)
     else:
         adata = load_dataset(spec)
-    return write_h5ad_atomic(adata, path)
+    # The old manifest goes first: a crash before the new one is written leaves an artifact without
+    # a manifest (checked and adopted next time), never a new file under an old manifest.
+    manifest_path(path).unlink(missing_ok=True)
+    write_h5ad_atomic(adata, path)
+    write_manifest(path)
+    return path
 
 
 def _programs(source: str) -> dict[str, list[str]]:
@@ -65,28 +110,40 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
     """Pretrain, initialise or import (checkpoint method) a model into ``<artifact>/model.ckpt``."""
     import anndata as ad
 
+    import shutil
+
     from ssl_st.genes import Vocabulary
     from ssl_st.models import SSLModel
+    from ssl_st.models.base import CHECKPOINT_NAME
+    from ssl_st.models.checkpoints import replace_dir, staging_dir
     from ssl_st.pp import model_input
 
     out = artifact.path(root)
-    if artifact.is_built(root) and not rebuild:
+    if _reusable(artifact, root, rebuild):
         return out
-    spec: ModelSpec = artifact.source  # type: ignore[assignment]
-    if spec.method == "checkpoint":
-        model = SSLModel.load(spec.checkpoint, genes=spec.genes, trusted=spec.trusted)
-    else:
-        vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
-        training = spec.training
-        if training is None:
-            model = SSLModel.random_init(vocabulary, spec.encoder, seed=spec.seed)
+    # Everything, tensorboard logs included, goes into a sibling folder that replaces ``out`` whole.
+    staged = staging_dir(out)
+    try:
+        spec: ModelSpec = artifact.source  # type: ignore[assignment]
+        if spec.method == "checkpoint":
+            model = SSLModel.load(spec.checkpoint, genes=spec.genes, trusted=spec.trusted)
         else:
-            matrix, _ = model_input(ad.read_h5ad(inputs["reference"]), vocabulary)
-            model = training.train(
-                matrix, vocabulary, spec.encoder, programs=_programs(spec.programs) if training.needs_programs else None,
-                seed=spec.seed, device=device, log_dir=out / "tensorboard",
-            )
-    model.save(out)
+            vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
+            training = spec.training
+            if training is None:
+                model = SSLModel.random_init(vocabulary, spec.encoder, seed=spec.seed)
+            else:
+                matrix, _ = model_input(ad.read_h5ad(inputs["reference"]), vocabulary)
+                model = training.train(
+                    matrix, vocabulary, spec.encoder, programs=_programs(spec.programs) if training.needs_programs else None,
+                    seed=spec.seed, device=device, log_dir=staged / "tensorboard",
+                )
+        model.save(staged / CHECKPOINT_NAME)  # a file path: written in place inside the staged folder
+        write_manifest(staged)
+        replace_dir(staged, out)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
     return out
 
 

@@ -105,6 +105,19 @@ def test_mismatched_checkpoint_lists_every_bad_key(hub_dir, tmp_path):
     assert "projector.0.weight: file (256, 32) vs network (256, 64)" in message
 
 
+def test_one_misshaped_tensor_is_named_itself(hub_dir, tmp_path):
+    # widths are read off the weights: without a consistency check, the network was built around the
+    # bad tensor and five *other* keys were reported as mis-shaped
+    ckpt = torch.load(hub_dir / "RandomMask.ckpt", weights_only=True)
+    ckpt["state_dict"]["encoder.3.weight"] = torch.zeros(500, 512)
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        SSLModel.load(tmp_path / "bad.ckpt", genes=hub_dir / "var.parquet")
+    message = str(info.value)
+    assert "bad.ckpt" in message and "encoder.3.weight is (500, 512)" in message
+    assert "encoder.6.weight" in message and "mis-shaped (" not in message
+
+
 def test_pickled_objects_need_an_explicit_trust(hub_dir, tmp_path):
     legacy = {"state_dict": torch.load(hub_dir / "RandomMask.ckpt", weights_only=True)["state_dict"],
               "hyper_parameters": {"activation": torch.nn.SELU}}  # a class: only a full unpickle restores it

@@ -14,6 +14,8 @@ On disk a model is three files side by side, as on the hub:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -115,9 +117,24 @@ class SSLModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint (a ``.ckpt`` path, or a directory for ``model.ckpt``), its JSON sidecar
-        and ``var.parquet`` beside it; returns the checkpoint path. The checkpoint is written last."""
-        ckpt = _checkpoint_path(path)
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        and ``var.parquet`` beside it; returns the checkpoint path.
+
+        A directory is written whole into a temporary sibling and renamed into place, replacing any
+        model there (:func:`checkpoints.replace_dir`): a reader sees the old model or the new one,
+        never a new checkpoint beside an old vocabulary. Given a ``.ckpt`` path in a shared folder,
+        each file is replaced atomically on its own, the checkpoint last.
+        """
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            staged = checkpoints.staging_dir(path)
+            try:
+                self.save(staged / CHECKPOINT_NAME)
+                checkpoints.replace_dir(staged, path)
+            finally:
+                if staged.exists():  # the save failed part-way: leave nothing half-written behind
+                    shutil.rmtree(staged, ignore_errors=True)
+            return path / CHECKPOINT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
         layout = "barlow-twins" if isinstance(self.network, BarlowTwins) else "masked-autoencoder"
         meta = {
             "format_version": FORMAT_VERSION,
@@ -128,12 +145,20 @@ class SSLModel:
             "architecture": self.architecture.to_json(),
             "training": self.training,
         }
-        ckpt.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
-        self.vocabulary.to_parquet(ckpt.parent / VOCABULARY_NAME)
+        sidecar, genes = path.with_suffix(".json"), path.parent / VOCABULARY_NAME
+        tmp_sidecar, tmp_genes = sidecar.with_name(f".{sidecar.name}.tmp"), genes.with_name(f".{genes.name}.tmp")
+        try:
+            tmp_sidecar.write_text(json.dumps(meta, indent=1, default=float))
+            self.vocabulary.to_parquet(tmp_genes)
+            os.replace(tmp_sidecar, sidecar)
+            os.replace(tmp_genes, genes)
+        finally:
+            for tmp in (tmp_sidecar, tmp_genes):
+                tmp.unlink(missing_ok=True)
         checkpoints.write(
-            ckpt, self.network, layout, epoch=int(self.training.get("epochs_run", 0)), global_step=int(self.training.get("steps", 0))
+            path, self.network, layout, epoch=int(self.training.get("epochs_run", 0)), global_step=int(self.training.get("steps", 0))
         )
-        return ckpt
+        return path
 
     @classmethod
     def load(cls, path: str | Path, *, genes: str | Path | None = None, trusted: bool = False) -> SSLModel:

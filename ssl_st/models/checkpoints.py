@@ -16,8 +16,11 @@ checkpoint itself stays byte-compatible with upstream loaders.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +75,19 @@ def read(path: str | Path, *, trusted: bool = False) -> tuple[Layout, dict[str, 
     state = payload.get("state_dict", payload)
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     keys = set(state)
+    layout: Layout | None = None
     if any(k.startswith("barlow_twins.backbone.") for k in keys):  # Lightning MLPBarlowTwins
         state = {k[len("barlow_twins.") :]: v for k, v in state.items() if k.startswith("barlow_twins.")}
-        return "barlow-twins", state
-    if any(k.startswith("backbone.") for k in keys) and any(k.startswith("projector.") for k in keys):
-        return "barlow-twins", state
-    if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
-        return "masked-autoencoder", state
-    if any(k.startswith("classifier.") for k in keys):
-        return "classifier", state
+        layout = "barlow-twins"
+    elif any(k.startswith("backbone.") for k in keys) and any(k.startswith("projector.") for k in keys):
+        layout = "barlow-twins"
+    elif any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
+        layout = "masked-autoencoder"
+    elif any(k.startswith("classifier.") for k in keys):
+        layout = "classifier"
+    if layout is not None:
+        _check_chains(path, layout, state)
+        return layout, state
     sample = ", ".join(sorted(keys)[:6])
     raise CheckpointError(
         f"{path}: unrecognised checkpoint layout (keys: {sample}, ...); expected encoder.*/decoder.* "
@@ -88,13 +95,57 @@ def read(path: str | Path, *, trusted: bool = False) -> tuple[Layout, dict[str, 
     )
 
 
-def _widths(state: dict[str, torch.Tensor], prefix: str) -> list[tuple[int, int]]:
-    """(out, in) of each Linear under ``prefix``, in layer order."""
+def _linears(state: dict[str, torch.Tensor], prefix: str) -> list[tuple[str, tuple[int, int]]]:
+    """(key, (out, in)) of each Linear weight under ``prefix``, in layer order."""
     layers = []
     for key, value in state.items():
         if key.startswith(prefix) and (m := _LINEAR.match(key[len(prefix) :])) and value.ndim == 2:
-            layers.append((int(m.group(1)), tuple(value.shape)))
-    return [shape for _, shape in sorted(layers)]
+            layers.append((int(m.group(1)), key, tuple(value.shape)))
+    return [(key, shape) for _, key, shape in sorted(layers)]
+
+
+def _widths(state: dict[str, torch.Tensor], prefix: str) -> list[tuple[int, int]]:
+    """(out, in) of each Linear under ``prefix``, in layer order."""
+    return [shape for _, shape in _linears(state, prefix)]
+
+
+_CHAINS: dict[str, tuple[str, ...]] = {
+    "masked-autoencoder": ("encoder.", "decoder.0."),
+    "barlow-twins": ("backbone.", "projector."),
+    "classifier": ("classifier.",),
+}
+
+
+def _check_chains(path: Path, layout: Layout, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a chain of Linears whose widths disagree, naming the tensor at fault.
+
+    The network is built from widths read off the weights, so one mis-shaped weight would otherwise
+    build a network around it and surface as several *other* keys being mis-shaped. A Linear's bias
+    tells which side of a disagreement is wrong: it agrees with the weight's intended output width.
+    """
+    problems = []
+    for prefix in _CHAINS[layout]:
+        linears = _linears(state, prefix)
+        for (key, (out, _)), (next_key, (_, next_in)) in zip(linears, linears[1:]):
+            if out == next_in:
+                continue
+            bias = state.get(key[: -len("weight")] + "bias")
+            bias_out = int(bias.shape[0]) if bias is not None and bias.ndim == 1 else None
+            shape, next_shape = tuple(state[key].shape), tuple(state[next_key].shape)
+            if bias_out == next_in:
+                problems.append(f"{key} is {shape}: it outputs {out} but its bias has {bias_out} entries and "
+                                f"{next_key} {next_shape} reads {next_in}")
+            elif bias_out == out:
+                problems.append(f"{next_key} is {next_shape}: it reads {next_in} but {key} {shape} and its "
+                                f"bias output {out}")
+            else:
+                problems.append(f"{key} {shape} outputs {out} but {next_key} {next_shape} reads {next_in}: "
+                                "one of the two is mis-shaped")
+    if problems:
+        raise CheckpointError(
+            f"{path}: inconsistent layer widths: " + "; ".join(problems)
+            + ". The file is damaged or was edited; download or export it again"
+        )
 
 
 def shape_of(layout: Layout, state: dict[str, torch.Tensor]) -> Shape:
@@ -128,6 +179,32 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
         raise CheckpointError("\n".join(lines))
     module.load_state_dict(state, strict=True)
+
+
+def staging_dir(dest: str | Path) -> Path:
+    """A fresh, empty sibling of ``dest`` to write a whole folder into before :func:`replace_dir`;
+    a sibling, so that the final rename stays on one file system."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+
+
+def replace_dir(staged: str | Path, dest: str | Path) -> Path:
+    """Move the complete folder ``staged`` to ``dest``, replacing any folder there.
+
+    POSIX cannot swap two directories in one rename, so the old one is renamed aside first and removed
+    last: a reader sees the old folder, then (for an instant) none, then the new one -- never a mix
+    or a half-written folder. Files a reader already opened stay readable until it closes them.
+    """
+    staged, dest = Path(staged), Path(dest)
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.rename(dest, old / dest.name)
+    os.rename(staged, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def write(path: str | Path, module: torch.nn.Module, layout: Layout, *, epoch: int = 0, global_step: int = 0) -> None:
