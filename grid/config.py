@@ -29,6 +29,9 @@ DemoFlavour = Literal["atlas", "merscope", "xenium", "slideseq", "slideseq-mouse
 # Encoders that are not pretrained here: random weights (a baseline) and imported checkpoints.
 UNTRAINED_METHODS = ("random-init", "checkpoint")
 ARTIFACT_STAGES: dict[str, Resources] = {"data": Resources(cpus=1), "pretrain": Resources(cpus=1)}
+# The simulator holds a dense cells x genes matrix (3,000 genes for the atlas): 200,000 cells are
+# ~2.4 GB of float32 before normalisation copies; beyond that a demo is a typo, not a study.
+DEMO_MAX_CELLS = 200_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class DatasetSpec:
             raise ValueError(f"dataset '{self.name}': a {self.source} dataset needs 'path'")
         if self.n_cells is not None and self.n_cells < 10:
             raise ValueError(f"dataset '{self.name}': n_cells must be at least 10")
+        if self.source == "demo" and self.n_cells is not None and self.n_cells > DEMO_MAX_CELLS:
+            raise FieldError("n_cells", f"dataset '{self.name}': a demo dataset has at most {DEMO_MAX_CELLS:,} cells "
+                                    f"(got {self.n_cells:,}); the simulator builds it in memory on one worker")
         if self.resolved_species == "mouse" and not self.orthologs:
             raise ValueError(f"dataset '{self.name}': mouse data needs 'orthologs' (a one-to-one ortholog CSV, or demo)")
 
@@ -125,10 +131,13 @@ class ExperimentConfig:
     models: tuple[ModelSpec, ...]
     tasks: tuple[Annotated[TaskSpec, schema.Tagged("kind", TASK_KINDS, default="cell-type")], ...]
     resources: dict[str, Resources] = field(default_factory=dict)  # stage -> what one of its tasks asks for
+    retries: int = 1  # reruns of a task whose worker died (crash, kill, out of memory); errors are not retried
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise FieldError("seeds", "list at least one seed, e.g. seeds: [42]")
+        if self.retries < 0:
+            raise FieldError("retries", f"retries must be 0 or more (got {self.retries}); 0 runs each task once")
         if len(set(self.seeds)) != len(self.seeds):
             raise FieldError("seeds", "seeds must be unique")
         for kind, names in (

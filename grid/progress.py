@@ -29,6 +29,9 @@ class LiveProgress:
         if status == FAILED:
             self._progress.console.print(f"[red]failed[/] {cell.label()}  (ssl-st status shows why)")
 
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False, markup=False)
+
 
 class LineProgress:
     def __init__(self, console: Console) -> None:
@@ -44,6 +47,9 @@ class LineProgress:
     def advance(self, cell: Cell, status: str, duration_s: float) -> None:
         self._seen += 1
         self._console.print(f"[{self._seen}/{self._total}] {status:6s} {cell.label()}  {duration_s:.1f}s", highlight=False)
+
+    def note(self, message: str) -> None:
+        self._console.print(message, highlight=False, markup=False)
 
 
 @contextmanager

@@ -8,15 +8,23 @@ receives the ObjectRefs of the artifacts it needs, so Ray starts it as soon as t
 model-free cells while models still train. Resources are declared per stage (``resources:`` in the
 config) at submission time. Results come back to the driver, which writes one Parquet file per cell
 as soon as it finishes: an interrupted run loses only the cells in flight.
+
+Faults: a stage that asks for more than any node has is refused before anything is submitted (Ray
+would queue it forever); while the run waits, a watchdog says what the tasks wait for; a worker that
+dies (memory monitor, kernel OOM killer) is retried ``retries`` times, then becomes a failed row
+that says so. Every run ends.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
 import shutil
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +36,8 @@ from .plan import Artifact, Cell, Plan
 from .store import DONE, FAILED, ResultStore
 
 MAX_ERROR_CHARS = 4000
+WATCH_EVERY_S = 10.0  # the watchdog speaks after this long without a finished cell, then as often
+GB = 1024**3
 
 
 class RunProgress(Protocol):
@@ -35,6 +45,7 @@ class RunProgress(Protocol):
 
     def start(self, total: int, artifacts: int) -> None: ...
     def advance(self, cell: Cell, status: str, duration_s: float) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,23 @@ class RunSummary:
     wall_s: float
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Join the cluster at ``address``, or start an embedded local Ray; no-op if already connected."""
+class Unschedulable(Exception):
+    """A stage asks for more CPUs, GPUs or memory than any node of the cluster has."""
+
+
+def connect(
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None, retries: int = 1
+) -> None:
+    """Join the cluster at ``address``, or start an embedded local Ray; no-op if already connected.
+
+    ``retries`` also bounds Ray's retries of tasks killed by its memory monitor, which ignore
+    ``max_retries`` and default to unbounded: a cell that always needs more memory than the node
+    has was rerun forever, and the run never ended."""
     if ray.is_initialized():
         return
+    # The owner (this driver) decides OOM retries from its own RayConfig, which reads RAY_* variables
+    # at start; on a cluster this is the only handle we have. The embedded instance gets it twice.
+    os.environ["RAY_task_oom_retries"] = str(retries)
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     # Ray >= 2.59 announces its (good) token-auth default on every local start; keep the CLI readable.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
@@ -55,7 +79,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **quiet)
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _system_config={"task_oom_retries": retries}, **quiet)
     except Exception as err:  # Ray raises ConnectionError, RuntimeError or its own AuthenticationError
         hint = ""
         if "auth" in str(err).lower() or "token" in str(err).lower():
@@ -66,11 +90,61 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         raise ConnectionError(f"could not connect to Ray at {address or 'a new local instance'}: {err}{hint}") from err
 
 
-def _options(resources: Resources) -> dict:
-    options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": 1}
+def _options(resources: Resources, retries: int) -> dict:
+    # An exception in our code is deterministic: retrying it only delays its row. Only a dead worker
+    # (killed, crashed, node lost) is worth another attempt.
+    options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": retries, "retry_exceptions": False}
     if resources.memory_gb:
-        options["memory"] = int(resources.memory_gb * 1024**3)
+        options["memory"] = int(resources.memory_gb * GB)
     return options
+
+
+# ---- what the cluster can run ------------------------------------------------------------------
+
+
+def _node_shapes() -> list[dict[str, float]]:
+    """CPU, GPU and memory (bytes) of every live node."""
+    return [
+        {k: float(node["Resources"].get(k, 0.0)) for k in ("CPU", "GPU", "memory")}
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+
+
+def _request(resources: Resources) -> dict[str, float]:
+    return {"CPU": resources.cpus, "GPU": resources.gpus, "memory": (resources.memory_gb or 0) * GB}
+
+
+def _fits(request: dict[str, float], nodes: list[dict[str, float]]) -> bool:
+    # Ray places a task on one node: the request must fit a single node, not the cluster's sum.
+    return any(all(node.get(k, 0.0) >= v for k, v in request.items() if v) for node in nodes)
+
+
+def _describe_nodes(nodes: list[dict[str, float]]) -> str:
+    if not nodes:
+        return "no live node"
+    shapes = sorted({(n["CPU"], n["GPU"], n["memory"]) for n in nodes}, reverse=True)
+    text = ", ".join(f"{c:g} CPUs, {g:g} GPUs, {m / GB:.1f} GB memory" for c, g, m in shapes[:3])
+    more = f" and {len(shapes) - 3} other sizes" if len(shapes) > 3 else ""
+    return ("the largest node has " if len(shapes) == 1 else "its nodes have ") + text + more
+
+
+def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False) -> list[str]:
+    """One message per stage this run would use whose request no live node can satisfy."""
+    config = plan.config
+    stages = {a.stage for a in plan.needed_artifacts(cells) if rebuild or not a.is_built(root)}
+    stages |= {c.stage for c in cells}
+    nodes = _node_shapes()
+    problems = []
+    for stage in sorted(stages):
+        resources = config.resources_for(stage)
+        if not _fits(_request(resources), nodes):
+            problems.append(
+                f"stage '{stage}' asks for {resources.describe()} per task, but no node can run it "
+                f"({_describe_nodes(nodes)}); lower it under 'resources: {stage}:' in the config, "
+                "or run on bigger nodes (--address; the embedded Ray takes --num-cpus)"
+            )
+    return problems
 
 
 def _worker_device() -> str:
@@ -106,14 +180,106 @@ def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tup
     return run_cell(cell, inputs), time.perf_counter() - started
 
 
-def _describe(err: BaseException) -> str:
+# Ray's OOM message (its wording varies across versions): "Memory on the node (IP: ..., ID: ...) was
+# 7.5GB used / 7.7GB limit" and, per killed worker, "(... pid=123, actual memory used=6.1GB, ...)".
+_NODE_MEMORY = re.compile(r"Memory on the node \(IP: ([^,]+),[^)]*\)[^\n]*? was ([\d.]+\s*[KMGT]?B)(?: used)? / ([\d.]+\s*[KMGT]?B)")
+_TASK_MEMORY = re.compile(r"memory used=([\d.]+\s*[KMGT]?B)")
+# Worker deaths without a Python error: on Linux nearly always a SIGKILL from the kernel's OOM killer.
+_WORKER_DEATHS = ("WorkerCrashedError", "ActorDiedError", "ActorUnavailableError", "LocalRayletDiedError")
+
+
+def _memory_hint(stage: str, resources: Resources, used_gb: float | None = None) -> str:
+    asked = f"it asked for {resources.memory_gb:g} GB" if resources.memory_gb else "it declared no memory"
+    more = max(resources.memory_gb or 0, used_gb or 0) * 1.5
+    more = f"{math.ceil(more)}" if more else "N"
+    return (f"{asked}; reserve more so that fewer tasks share a node: resources: {stage}: "
+            f"{{memory_gb: {more}}} in the config, then ssl-st run --retry-failed")
+
+
+def _describe(err: BaseException, stage: str | None = None, resources: Resources | None = None) -> str:
     cause = getattr(err, "cause", None) or err
-    head = f"{type(cause).__name__}: {cause}"
-    if isinstance(err, ray.exceptions.RayTaskError):
+    hint = _memory_hint(stage, resources) if stage and resources else "reserve more with resources: <stage>: {memory_gb: N}"
+    if isinstance(err, ray.exceptions.OutOfMemoryError):
+        node, task = _NODE_MEMORY.search(str(err)), _TASK_MEMORY.search(str(err))
+        seen = [f"the killed worker used {task[1]}"] if task else []
+        if task and task[1].endswith("GB") and stage and resources:
+            hint = _memory_hint(stage, resources, float(task[1][:-2]))
+        seen += [f"node {node[1]} was at {node[2]} of {node[3]}"] if node else []
+        seen = f" ({', '.join(seen)})" if seen else ""
+        head = f"out of memory: Ray's memory monitor killed the worker{seen}; {hint}\n{err}"
+    elif isinstance(cause, MemoryError):
+        head = f"out of memory: MemoryError in the task; {hint}\n{err}"
+    elif type(err).__name__ in _WORKER_DEATHS:
+        head = (f"killed: the worker died without a Python error ({type(err).__name__}), most likely killed for "
+                f"using too much memory (the kernel's OOM killer; check dmesg on the node); {hint}\n{err}")
+    elif isinstance(err, ray.exceptions.RayTaskError):
         head = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}\n{err}"
-    elif not isinstance(err, ray.exceptions.RayError):
-        head += "\n" + "".join(traceback.format_exception(err))
+    else:
+        head = f"{type(cause).__name__}: {cause}"
+        if not isinstance(err, ray.exceptions.RayError):
+            head += "\n" + "".join(traceback.format_exception(err))
     return head[:MAX_ERROR_CHARS]
+
+
+# ---- the watchdog ------------------------------------------------------------------------------
+
+
+def _demand() -> list[tuple[dict[str, float], int]]:
+    """Resource shapes of tasks waiting for a node, cluster-wide, from the GCS (no dashboard needed:
+    the state API behind ``ray.util.state`` is served by the dashboard, which ``connect`` leaves off)."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5)
+    return [
+        (dict(request.bundle), int(request.count))
+        for demand in status.resource_demands.ray_task_actor_demand
+        for request in demand.bundles_by_count
+    ]
+
+
+def _shape(bundle: dict[str, float]) -> str:
+    names = {"CPU": "CPUs", "GPU": "GPUs"}
+    parts = [f"{v / GB:.1f} GB memory" if k == "memory" else f"{v:g} {names.get(k, k)}" for k, v in sorted(bundle.items()) if v]
+    return ", ".join(parts) or "no resources"
+
+
+def waiting_line(demand: list[tuple[dict[str, float], int]], nodes: list[dict[str, float]], running: int) -> str | None:
+    """One line saying why tasks wait, or None when none waits for a node."""
+    total = sum(count for _, count in demand)
+    if not total:
+        return None
+    reasons = []
+    for bundle, count in demand:
+        request = {k: bundle.get(k, 0.0) for k in ("CPU", "GPU", "memory")}
+        if _fits(request, nodes):
+            reasons.append(f"{count} waiting for {_shape(bundle)} to free up")
+        else:
+            reasons.append(f"{count} infeasible: no node with {_shape(bundle)}")
+    return f"waiting: {total} task{'s' if total != 1 else ''} pending ({'; '.join(reasons)}); {running} cells not finished"
+
+
+class _Watchdog:
+    """Says, every ``every`` seconds without a finished cell, what the pending tasks wait for."""
+
+    def __init__(self, say: Callable[[str], None], every: float = WATCH_EVERY_S) -> None:
+        self._say = say
+        self._every = every
+        self._last = time.monotonic()
+        self._quiet = False
+
+    def progressed(self) -> None:
+        self._last = time.monotonic()
+
+    def tick(self, running: int) -> None:
+        if self._quiet or time.monotonic() - self._last < self._every:
+            return
+        self._last = time.monotonic()
+        try:
+            line = waiting_line(_demand(), _node_shapes(), running)
+            if line:
+                self._say(line)
+        except Exception:  # a report must never end the run it reports on (e.g. Ray Client has no GCS access)
+            self._quiet = True
 
 
 def execute(
@@ -124,20 +290,32 @@ def execute(
     progress: RunProgress,
     *,
     rebuild: bool = False,
+    cluster_may_grow: bool = False,
+    watch_every_s: float = WATCH_EVERY_S,
 ) -> RunSummary:
     """Build what ``cells`` need (all of it if ``rebuild``), run them, and record each one in
-    ``store`` as it finishes."""
+    ``store`` as it finishes.
+
+    Raises :class:`Unschedulable` before submitting anything if a stage asks for more than any node
+    has; with ``cluster_may_grow`` (an autoscaler may add bigger nodes, which Ray does not expose
+    before it launches them) that is a note instead, and the watchdog reports the wait."""
     started = time.perf_counter()
     config = plan.config
+    problems = unschedulable(plan, cells, root, rebuild=rebuild)
+    if problems and not cluster_may_grow:
+        raise Unschedulable("\n".join(problems))
     artifact_refs: dict[str, object] = {}
     artifacts = plan.needed_artifacts(cells)
     to_build = {a.key for a in artifacts if rebuild or not a.is_built(root)}
     progress.start(len(cells), len(to_build))
+    for problem in problems:
+        progress.note(f"warning: {problem}; waiting in case the cluster's autoscaler adds such a node")
     for artifact in artifacts:
         if artifact.key in to_build:
             roles = list(artifact.inputs)
             inputs = [artifact_refs[artifact.inputs[r]] for r in roles]
-            ref = _build_artifact.options(**_options(config.resources_for(artifact.stage)), name=f"build:{artifact.name}")
+            options = _options(config.resources_for(artifact.stage), config.retries)
+            ref = _build_artifact.options(**options, name=f"build:{artifact.name}")
             artifact_refs[artifact.key] = ref.remote(artifact, str(root), rebuild, roles, *inputs)
         else:
             artifact_refs[artifact.key] = str(artifact.path(root))
@@ -148,17 +326,21 @@ def execute(
         if rebuild and workdir.exists():  # --force: a tuning run must not resume from old trials
             shutil.rmtree(workdir)
         keys = list(cell.artifact_keys)
-        options = _options(config.resources_for(cell.stage))
+        options = _options(config.resources_for(cell.stage), config.retries)
         ref = _run_cell.options(**options, name=f"cell:{cell.label()}").remote(
             cell, str(workdir), keys, *[artifact_refs[k] for k in keys]
         )
         pending[ref] = cell
 
     done = failed = 0
+    watchdog = _Watchdog(progress.note, watch_every_s)
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if not ready:
+                watchdog.tick(len(pending))
             for ref in ready:
+                watchdog.progressed()
                 cell = pending.pop(ref)
                 try:
                     records, duration = ray.get(ref)
@@ -166,7 +348,8 @@ def execute(
                     status = DONE
                 except Exception as err:  # a failed cell is a row, never a silent gap
                     duration = 0.0
-                    store.write(cell, None, duration_s=duration, error=_artifact_error(plan, cell, artifact_refs) or _describe(err))
+                    error = _artifact_error(plan, cell, artifact_refs) or _describe(err, cell.stage, config.resources_for(cell.stage))
+                    store.write(cell, None, duration_s=duration, error=error)
                     status = FAILED
                 done += status == DONE
                 failed += status == FAILED
@@ -190,5 +373,6 @@ def _artifact_error(plan: Plan, cell: Cell, refs: dict[str, object]) -> str | No
             continue
         except Exception as err:
             artifact = plan.artifacts[key]
-            return f"could not build {artifact.kind} '{artifact.name}': {_describe(err)}"[:MAX_ERROR_CHARS]
+            why = _describe(err, artifact.stage, plan.config.resources_for(artifact.stage))
+            return f"could not build {artifact.kind} '{artifact.name}': {why}"[:MAX_ERROR_CHARS]
     return None

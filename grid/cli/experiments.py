@@ -38,9 +38,42 @@ def _load(config: Path) -> tuple[ExperimentConfig, Plan]:
     return cfg, expand(cfg)
 
 
+def _hold_results(results: Path) -> None:
+    """Make this process the one writer of ``results`` until the command ends, or exit 2 naming the
+    run that is (``grid.lock``); the kernel releases it if the process dies. Checked before Ray
+    starts: a results path that cannot be written would otherwise fail after cells were computed."""
+    import os
+
+    from ..lock import LockHeld, hold
+
+    existing = next((p for p in (results, *results.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise fail(f"{existing}: not a directory; --results must name a directory (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(f"{existing}: not writable by this user; pass a --results directory you can write to")
+
+    try:
+        lock = hold(results, command=" ".join(["ssl-st", *sys.argv[1:]]))
+    except LockHeld as exc:
+        raise fail(str(exc)) from None
+    if lock.note:
+        err.print(f"note: {lock.note}", highlight=False, soft_wrap=True)
+
+
 def _status_of(plan: Plan, store: ResultStore) -> dict[str, str]:
     recorded = store.statuses()
     return {c.cell_id: recorded.get(c.cell_id, "pending") for c in plan.cells}
+
+
+def _read_store(results: Path, *, must_exist: bool) -> ResultStore:
+    """The store a read-only command reads, or a clear exit 2: reading a file, or a directory that is not
+    there, as an empty store hides a mistyped --results behind a plausible answer."""
+    for path in (results, results / "cells"):
+        if path.exists() and not path.is_dir():
+            raise fail(f"{path}: not a directory; --results must name the results directory that `ssl-st run` writes")
+    if must_exist and not results.exists():
+        raise fail(f"{results}: no results here; run `ssl-st run` first, or pass --results DIR")
+    return ResultStore(results)
 
 
 @app.command()
@@ -51,7 +84,7 @@ def plan(
 ) -> None:
     """Show the expanded matrix and what is already done."""
     cfg, grid_plan = _load(config)
-    status = _status_of(grid_plan, ResultStore(results))
+    status = _status_of(grid_plan, _read_store(results, must_exist=False))  # not run yet: all pending
     table = Table(title=f"{cfg.name}: {len(grid_plan.cells)} cells", title_justify="left")
     if list_cells:
         for column in ("cell_id", "task", "dataset", "model", "mode", "seed", "status"):
@@ -68,8 +101,12 @@ def plan(
             counts = [sum(status[c.cell_id] == s for c in cells) for s in (DONE, FAILED, "pending")]
             table.add_row(*key, str(len(cells)), *map(str, counts))
     out.print(table)
-    built = sum(a.is_built(results) for a in grid_plan.artifacts.values())
-    out.print(f"artifacts: {built}/{len(grid_plan.artifacts)} built (datasets and models, shared by cells)")
+    from ..lock import describe, holder
+    from ..plan import artifact_summary
+
+    out.print(artifact_summary(list(grid_plan.artifacts.values()), results), soft_wrap=True, highlight=False)
+    if (running := holder(results)) is not None:
+        out.print(f"a run is writing these results now ({describe(running)})", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -85,7 +122,10 @@ def run(
     from ..progress import make_progress
 
     cfg, grid_plan = _load(config)
+    _hold_results(results)  # before reading the store and starting Ray: one writer per results directory
     store = ResultStore(results)
+    if swept := store.sweep():  # with the lock held, every temporary file is a killed writer's leftover
+        err.print(f"removed {len(swept)} temporary file(s) left by an interrupted run", highlight=False)
     status = _status_of(grid_plan, store)
     wanted = {"pending"} | ({FAILED} if retry_failed else set())
     todo = [c for c in grid_plan.cells if force or status[c.cell_id] in wanted]
@@ -94,13 +134,17 @@ def run(
         from .. import ray_exec
 
         try:
-            ray_exec.connect(address, num_cpus=num_cpus)
+            ray_exec.connect(address, num_cpus=num_cpus, retries=cfg.retries)
         except ConnectionError as exc:
             raise fail(str(exc)) from None
         err.print(f"{cfg.name}: running {len(todo)} of {len(grid_plan.cells)} cells -> {results}")
         try:
             with make_progress(err) as progress:
-                summary = ray_exec.execute(grid_plan, todo, results, store, progress, rebuild=force)
+                # a cluster joined with --address may have an autoscaler that adds bigger nodes on demand
+                summary = ray_exec.execute(grid_plan, todo, results, store, progress, rebuild=force,
+                                           cluster_may_grow=address is not None)
+        except ray_exec.Unschedulable as exc:
+            raise fail(f"{exc}\nnothing was submitted") from None
         except KeyboardInterrupt:
             raise fail("interrupted; finished cells are saved, run the same command again to resume", 130) from None
         err.print(f"finished in {summary.wall_s:.1f} s: {summary.done} done, {summary.failed} failed")
@@ -144,7 +188,7 @@ def status(
     results: ResultsOpt = DEFAULT_RESULTS,
 ) -> None:
     """Done / failed / pending counts and the errors of failed cells."""
-    store = ResultStore(results)
+    store = _read_store(results, must_exist=True)
     recorded = store.statuses()
     config = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     if config is not None:
@@ -156,7 +200,12 @@ def status(
         pending, stale = 0, 0
     done = sum(s == DONE for s in recorded.values())
     failed = sum(s == FAILED for s in recorded.values())
-    out.print(f"done: {done}  failed: {failed}  pending: {pending}" + (f"  (not in config: {stale})" if stale else ""))
+    quarantined = len(store.quarantined())
+    out.print(f"done: {done}  failed: {failed}  pending: {pending}" + (f"  (not in config: {stale})" if stale else "")
+              + (f"  quarantined: {quarantined}" if quarantined else ""))
+    if quarantined:
+        out.print(f"quarantined cell files (unreadable, kept for inspection) are in {store.quarantine_dir}; "
+                  "`ssl-st run` computes those cells again", soft_wrap=True, highlight=False)
     if not failed:
         return
     from ..query import fetch
@@ -193,10 +242,15 @@ def query_cmd(
 
     if fmt not in ("table", "csv", "json"):
         raise fail(f"--format must be table, csv or json; got '{fmt}'")
+    if not sql.strip():
+        raise fail("SQL: empty; pass a query over the table `results`, e.g. ssl-st query \"SELECT * FROM results LIMIT 5\"")
+    _read_store(results, must_exist=True)
     try:
         columns, rows = fetch(results, sql)
     except duckdb.Error as exc:
         raise fail(f"query failed: {exc}") from None
+    if not columns:
+        raise fail("SQL: returned no result (no statement, or one that returns nothing); pass a SELECT over `results`")
     if fmt == "csv":
         import csv
 

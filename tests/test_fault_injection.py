@@ -1,0 +1,70 @@
+"""Kill the driver of a real ``ssl-st run`` at several moments; the store must end as an
+uninterrupted run's would.
+
+Each attempt is killed (SIGKILL: no cleanup code runs) at the next point, the last one runs to the
+end. What is compared: the set of cells and every metric value (durations and timestamps aside),
+that every file is whole, and that no temporary file is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from grid.store import ResultStore
+
+from .conftest import REPO, run_cli, tiny_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _values(results: Path) -> dict[tuple, float]:
+    table = ResultStore(results).table().to_pandas()
+    assert (table["status"] == "done").all(), table[table["status"] != "done"]["error"].tolist()
+    done = table[table["kind"].isin(["metric", "info"]) & ~table["metric"].str.endswith("_s")]
+    return {(r.cell_id, r.metric): r.value for r in done.itertuples()}
+
+
+def _kill_when(config: Path, results: Path, address: str, ready) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grid", "run", str(config), "--results", str(results), "--address", address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    deadline = time.monotonic() + 240
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address):
+    config = tiny_config(tmp_path, epochs=3)
+    whole = tmp_path / "uninterrupted"
+    run_cli("run", str(config), "--results", str(whole), "--address", ray_address, check=True)
+    expected = _values(whole)
+
+    results = tmp_path / "killed"
+    store = ResultStore(results)
+    artifacts = results / "artifacts"
+    n_cells = len(ResultStore(whole).files())
+    points = {
+        "while building artifacts": lambda: artifacts.is_dir() and any(artifacts.rglob("*")),
+        "after the first cell": lambda: len(store.files()) >= 1,
+        "half way": lambda: len(store.files()) >= n_cells // 2,
+    }
+    for name, ready in points.items():
+        _kill_when(config, results, ray_address, ready)
+        for path in store.files():  # whatever was written is whole
+            assert pq.read_table(path).num_rows > 0, f"a half-written cell after a kill {name}"
+    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+
+    assert _values(results) == expected
+    assert not list((results / "cells").glob(".*.tmp")), "temporary files were left behind"
