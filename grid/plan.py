@@ -115,20 +115,14 @@ def _artifact_files(artifact_path: Path) -> dict[str, Path]:
     return {artifact_path.name: artifact_path}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(artifact_path: Path) -> Path:
     """Record every file of an artifact (a file or a model folder); call it last, once all is written."""
+    from ssl_st.hub import sha256_file
+
     files = {}
     for rel, path in _artifact_files(artifact_path).items():
         stat = path.stat()
-        files[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_of(path)}
+        files[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
     target = manifest_path(artifact_path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"manifest_version": MANIFEST_VERSION, "files": files}, indent=1))
@@ -149,6 +143,8 @@ def check_manifest(artifact_path: Path, *, checksums: bool = False) -> tuple[Art
         files = json.loads(target.read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return "broken", f"{target.name}: unreadable manifest ({exc})"
+    from ssl_st.hub import sha256_file
+
     changed = []
     for rel, want in files.items():
         path = artifact_path / rel if artifact_path.is_dir() else artifact_path.with_name(rel)
@@ -157,7 +153,7 @@ def check_manifest(artifact_path: Path, *, checksums: bool = False) -> tuple[Art
         stat = path.stat()
         if stat.st_size != want["size"]:
             return "broken", f"{rel}: {stat.st_size} bytes, {want['size']} when built (truncated or overwritten)"
-        if checksums and sha256_of(path) != want["sha256"]:
+        if checksums and sha256_file(path) != want["sha256"]:
             return "broken", f"{rel}: sha256 differs from when it was built (corrupted or overwritten)"
         if stat.st_mtime_ns != want["mtime_ns"]:
             changed.append(rel)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .store import COLUMNS, ResultStore
+from .store import COLUMNS, ResultStore, sql_list
 
 if TYPE_CHECKING:
     import duckdb
@@ -29,19 +29,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path.resolve()).replace("'", "''") + "'"
-
-
 def _sandboxed(files: list[Path]) -> duckdb.DuckDBPyConnection:
     import duckdb
 
     con = duckdb.connect()
     if files:
-        listed = ", ".join(map(_literal, files))
-        con.execute(f"CREATE VIEW results AS SELECT * FROM read_parquet([{listed}])")
+        listed = sql_list(files)
+        con.execute(f"CREATE VIEW results AS SELECT * FROM read_parquet({listed})")
         # DuckDB's own scan (fast, with projection and filter pushdown) may open these files and no others
-        con.execute(f"SET allowed_paths = [{listed}]")
+        con.execute(f"SET allowed_paths = {listed}")
     else:  # an empty store is still queryable, with the right columns
         columns = ", ".join(f"CAST(NULL AS {sql}) AS {name}" for name, sql in COLUMNS.items())
         con.execute(f"CREATE VIEW results AS SELECT {columns} WHERE false")

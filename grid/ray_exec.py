@@ -129,11 +129,20 @@ def _describe_nodes(nodes: list[dict[str, float]]) -> str:
     return ("the largest node has " if len(shapes) == 1 else "its nodes have ") + text + more
 
 
-def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False) -> list[str]:
-    """One message per stage this run would use whose request no live node can satisfy."""
+def artifacts_to_build(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False) -> list[Artifact]:
+    """What ``cells`` need that is not built yet (everything if ``rebuild``), dependencies first.
+    Checking an artifact reads its files (checksums): do it once per run."""
+    return [a for a in plan.needed_artifacts(cells) if rebuild or not a.is_built(root)]
+
+
+def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False,
+                  to_build: Sequence[Artifact] | None = None) -> list[str]:
+    """One message per stage this run would use whose request no live node can satisfy
+    (``to_build``: :func:`artifacts_to_build`, if already known)."""
     config = plan.config
-    stages = {a.stage for a in plan.needed_artifacts(cells) if rebuild or not a.is_built(root)}
-    stages |= {c.stage for c in cells}
+    if to_build is None:
+        to_build = artifacts_to_build(plan, cells, root, rebuild=rebuild)
+    stages = {a.stage for a in to_build} | {c.stage for c in cells}
     nodes = _node_shapes()
     problems = []
     for stage in sorted(stages):
@@ -301,12 +310,13 @@ def execute(
     before it launches them) that is a note instead, and the watchdog reports the wait."""
     started = time.perf_counter()
     config = plan.config
-    problems = unschedulable(plan, cells, root, rebuild=rebuild)
+    building = artifacts_to_build(plan, cells, root, rebuild=rebuild)
+    problems = unschedulable(plan, cells, root, to_build=building)
     if problems and not cluster_may_grow:
         raise Unschedulable("\n".join(problems))
     artifact_refs: dict[str, object] = {}
     artifacts = plan.needed_artifacts(cells)
-    to_build = {a.key for a in artifacts if rebuild or not a.is_built(root)}
+    to_build = {a.key for a in building}
     progress.start(len(cells), len(to_build))
     for problem in problems:
         progress.note(f"warning: {problem}; waiting in case the cluster's autoscaler adds such a node")

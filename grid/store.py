@@ -60,6 +60,16 @@ COLUMNS: dict[str, str] = {
 }
 
 
+def sql_text(value: str | Path) -> str:
+    """``value`` as a quoted SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_list(paths: list[Path]) -> str:
+    """``paths`` as a SQL list of string literals (absolute paths)."""
+    return "[" + ", ".join(sql_text(p.resolve()) for p in paths) + "]"
+
+
 def arrow_schema() -> pa.Schema:
     """:data:`COLUMNS` as an Arrow schema (pyarrow is imported only by what reads or writes files)."""
     import pyarrow as pa
@@ -243,10 +253,8 @@ class ResultStore:
     def _parquet(self, files: list[Path]) -> str:
         """``read_parquet`` over ``files``: the glob when it is the whole store (a short statement)."""
         if not self.skipped and files == self.files():
-            sources = "'" + self.glob().replace("'", "''") + "'"
-        else:
-            sources = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-        return f"read_parquet({sources})"
+            return f"read_parquet({sql_text(self.glob())})"
+        return f"read_parquet({sql_list(files)})"
 
     def _scan(self, select: str) -> tuple[list[Path], list[tuple]]:
         """``select`` (``{cells}`` stands for the cell files) in one DuckDB scan; if the scan fails,
@@ -263,10 +271,6 @@ class ResultStore:
         if not files:
             return [], []
         return files, duckdb.connect().execute(select.format(cells=self._parquet(files))).fetchall()
-
-    def readable_files(self) -> list[Path]:
-        """The cell files, each with a Parquet footer DuckDB can read (one scan of the footers)."""
-        return self._scan("SELECT count(*) FROM {cells}")[0]
 
     def statuses(self) -> dict[str, str]:
         """``cell_id -> status`` of every recorded cell (two columns of each file, in one scan)."""
