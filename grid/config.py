@@ -132,12 +132,17 @@ class ExperimentConfig:
     tasks: tuple[Annotated[TaskSpec, schema.Tagged("kind", TASK_KINDS, default="cell-type")], ...]
     resources: dict[str, Resources] = field(default_factory=dict)  # stage -> what one of its tasks asks for
     retries: int = 1  # reruns of a task whose worker died (crash, kill, out of memory); errors are not retried
+    # each rerun of a cell asks for this many times the memory of the attempt before (with memory_gb declared)
+    retry_memory_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise FieldError("seeds", "list at least one seed, e.g. seeds: [42]")
         if self.retries < 0:
             raise FieldError("retries", f"retries must be 0 or more (got {self.retries}); 0 runs each task once")
+        if self.retry_memory_factor < 1:
+            raise FieldError("retry_memory_factor", f"retry_memory_factor must be 1 or more (got {self.retry_memory_factor:g}); "
+                             "1 retries with the same memory, 2 doubles it per attempt")
         if len(set(self.seeds)) != len(self.seeds):
             raise FieldError("seeds", "seeds must be unique")
         for kind, names in (

@@ -25,7 +25,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -80,6 +80,9 @@ def connect(
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _system_config={"task_oom_retries": retries}, **quiet)
+            from . import reaper
+
+            reaper.start()  # after a kill -9 of this process, Ray's agents would linger for minutes
     except Exception as err:  # Ray raises ConnectionError, RuntimeError or its own AuthenticationError
         hint = ""
         if "auth" in str(err).lower() or "token" in str(err).lower():
@@ -97,6 +100,19 @@ def _options(resources: Resources, retries: int) -> dict:
     if resources.memory_gb:
         options["memory"] = int(resources.memory_gb * GB)
     return options
+
+
+def attempt_resources(resources: Resources, attempt: int, factor: float, nodes: list[dict[str, float]]) -> Resources:
+    """What attempt ``attempt`` (1 = the first) of a task asks for: the declared memory times
+    ``factor`` per earlier attempt (Snakemake's attempt-scaled resources; Ray cannot change a task's
+    request between its own retries), capped at the most any node that fits the rest could give."""
+    if attempt <= 1 or factor == 1 or not resources.memory_gb:
+        return resources
+    wanted = resources.memory_gb * factor ** (attempt - 1)
+    room = [n["memory"] / GB for n in nodes if n["CPU"] >= resources.cpus and n["GPU"] >= resources.gpus]
+    if room:
+        wanted = max(resources.memory_gb, min(wanted, max(room)))
+    return replace(resources, memory_gb=round(wanted, 2))
 
 
 # ---- what the cluster can run ------------------------------------------------------------------
@@ -137,8 +153,9 @@ def artifacts_to_build(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild
 
 def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False,
                   to_build: Sequence[Artifact] | None = None) -> list[str]:
-    """One message per stage this run would use whose request no live node can satisfy
-    (``to_build``: :func:`artifacts_to_build`, if already known)."""
+    """One message per stage this run would use whose request no live node can satisfy, and per
+    task whose own nested tasks (Tune trials) could not be placed (``to_build``:
+    :func:`artifacts_to_build`, if already known)."""
     config = plan.config
     if to_build is None:
         to_build = artifacts_to_build(plan, cells, root, rebuild=rebuild)
@@ -152,6 +169,15 @@ def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: boo
                 f"stage '{stage}' asks for {resources.describe()} per task, but no node can run it "
                 f"({_describe_nodes(nodes)}); lower it under 'resources: {stage}:' in the config, "
                 "or run on bigger nodes (--address; the embedded Ray takes --num-cpus)"
+            )
+    nested = {}
+    for cell in cells:
+        nested.update({(cell.task, what): (res, where) for what, (res, where) in cell.spec.nested_requests().items()})
+    for (task, what), (resources, where) in sorted(nested.items(), key=lambda item: item[0]):
+        if not _fits(_request(resources), nodes):
+            problems.append(
+                f"task '{task}' starts {what} that ask for {resources.describe()} each, but no node can run "
+                f"one ({_describe_nodes(nodes)}); lower {where} of task '{task}' in the config"
             )
     return problems
 
@@ -195,6 +221,20 @@ _NODE_MEMORY = re.compile(r"Memory on the node \(IP: ([^,]+),[^)]*\)[^\n]*? was 
 _TASK_MEMORY = re.compile(r"memory used=([\d.]+\s*[KMGT]?B)")
 # Worker deaths without a Python error: on Linux nearly always a SIGKILL from the kernel's OOM killer.
 _WORKER_DEATHS = ("WorkerCrashedError", "ActorDiedError", "ActorUnavailableError", "LocalRayletDiedError")
+
+
+def _worker_died(err: BaseException) -> bool:
+    """A failure worth another attempt: the worker was killed or crashed, or ran out of memory. An
+    exception raised by our own code would only fail the same way again."""
+    cause = getattr(err, "cause", None) or err
+    return (isinstance(err, ray.exceptions.OutOfMemoryError) or isinstance(cause, MemoryError)
+            or type(err).__name__ in _WORKER_DEATHS or isinstance(err, ray.exceptions.NodeDiedError))
+
+
+def _retry_note(cell: Cell, err: BaseException, attempt: int, total: int, now: Resources, then: Resources) -> str:
+    why = "out of memory" if isinstance(err, ray.exceptions.OutOfMemoryError) else f"its worker died ({type(err).__name__})"
+    more = f", now with memory_gb: {then.memory_gb:g} (was {now.memory_gb:g})" if then.memory_gb != now.memory_gb else ""
+    return f"retrying {cell.label()}: {why}; attempt {attempt + 1} of {total}{more}"
 
 
 def _memory_hint(stage: str, resources: Resources, used_gb: float | None = None) -> str:
@@ -252,10 +292,11 @@ def _shape(bundle: dict[str, float]) -> str:
     return ", ".join(parts) or "no resources"
 
 
-def waiting_line(demand: list[tuple[dict[str, float], int]], nodes: list[dict[str, float]], running: int) -> str | None:
-    """One line saying why tasks wait, or None when none waits for a node."""
+def waiting_line(demand: list[tuple[dict[str, float], int]], nodes: list[dict[str, float]], running: int,
+                 retrying: int = 0) -> str | None:
+    """One line saying why tasks wait, or None when none waits for a node or is being retried."""
     total = sum(count for _, count in demand)
-    if not total:
+    if not total and not retrying:
         return None
     reasons = []
     for bundle, count in demand:
@@ -264,7 +305,9 @@ def waiting_line(demand: list[tuple[dict[str, float], int]], nodes: list[dict[st
             reasons.append(f"{count} waiting for {_shape(bundle)} to free up")
         else:
             reasons.append(f"{count} infeasible: no node with {_shape(bundle)}")
-    return f"waiting: {total} task{'s' if total != 1 else ''} pending ({'; '.join(reasons)}); {running} cells not finished"
+    parts = [f"{total} task{'s' if total != 1 else ''} pending ({'; '.join(reasons)})"] if total else []
+    parts += [f"{retrying} cell{'s' if retrying != 1 else ''} on a retry after its worker died"] if retrying else []
+    return f"waiting: {'; '.join(parts)}; {running} cells not finished"
 
 
 class _Watchdog:
@@ -279,12 +322,12 @@ class _Watchdog:
     def progressed(self) -> None:
         self._last = time.monotonic()
 
-    def tick(self, running: int) -> None:
+    def tick(self, running: int, retrying: int = 0) -> None:
         if self._quiet or time.monotonic() - self._last < self._every:
             return
         self._last = time.monotonic()
         try:
-            line = waiting_line(_demand(), _node_shapes(), running)
+            line = waiting_line(_demand(), _node_shapes(), running, retrying)
             if line:
                 self._say(line)
         except Exception:  # a report must never end the run it reports on (e.g. Ray Client has no GCS access)
@@ -330,17 +373,25 @@ def execute(
         else:
             artifact_refs[artifact.key] = str(artifact.path(root))
 
+    nodes = _node_shapes()
+    attempts: dict[str, int] = {}
+
+    def submit(cell: Cell) -> object:
+        # Cells are retried here rather than by Ray so that a rerun can ask for more memory.
+        attempt = attempts[cell.cell_id] = attempts.get(cell.cell_id, 0) + 1
+        resources = attempt_resources(config.resources_for(cell.stage), attempt, config.retry_memory_factor, nodes)
+        keys = list(cell.artifact_keys)
+        options = _options(resources, retries=0)
+        return _run_cell.options(**options, name=f"cell:{cell.label()}").remote(
+            cell, str(root.resolve() / "work" / cell.cell_id), keys, *[artifact_refs[k] for k in keys]
+        )
+
     pending: dict[object, Cell] = {}
     for cell in cells:
         workdir = root.resolve() / "work" / cell.cell_id
         if rebuild and workdir.exists():  # --force: a tuning run must not resume from old trials
             shutil.rmtree(workdir)
-        keys = list(cell.artifact_keys)
-        options = _options(config.resources_for(cell.stage), config.retries)
-        ref = _run_cell.options(**options, name=f"cell:{cell.label()}").remote(
-            cell, str(workdir), keys, *[artifact_refs[k] for k in keys]
-        )
-        pending[ref] = cell
+        pending[submit(cell)] = cell
 
     done = failed = 0
     watchdog = _Watchdog(progress.note, watch_every_s)
@@ -348,7 +399,7 @@ def execute(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             if not ready:
-                watchdog.tick(len(pending))
+                watchdog.tick(len(pending), retrying=sum(attempts[c.cell_id] > 1 for c in pending.values()))
             for ref in ready:
                 watchdog.progressed()
                 cell = pending.pop(ref)
@@ -357,9 +408,20 @@ def execute(
                     store.write(cell, records, duration_s=duration)
                     status = DONE
                 except Exception as err:  # a failed cell is a row, never a silent gap
+                    artifact_error = _artifact_error(plan, cell, artifact_refs)
+                    attempt = attempts[cell.cell_id]
+                    declared = config.resources_for(cell.stage)
+                    resources = attempt_resources(declared, attempt, config.retry_memory_factor, nodes)
+                    if artifact_error is None and _worker_died(err) and attempt <= config.retries:
+                        then = attempt_resources(declared, attempt + 1, config.retry_memory_factor, nodes)
+                        progress.note(_retry_note(cell, err, attempt, config.retries + 1, resources, then))
+                        pending[submit(cell)] = cell
+                        continue
                     duration = 0.0
-                    error = _artifact_error(plan, cell, artifact_refs) or _describe(err, cell.stage, config.resources_for(cell.stage))
-                    store.write(cell, None, duration_s=duration, error=error)
+                    error = artifact_error or _describe(err, cell.stage, resources)
+                    if attempt > 1 and artifact_error is None:
+                        error = f"{error.splitlines()[0]} (after {attempt} attempts)\n" + "\n".join(error.splitlines()[1:])
+                    store.write(cell, None, duration_s=duration, error=error[:MAX_ERROR_CHARS])
                     status = FAILED
                 done += status == DONE
                 failed += status == FAILED

@@ -223,3 +223,112 @@ def test_run_refuses_a_results_path_that_is_a_file_before_starting_ray(tmp_path)
     done = run_cli("run", str(config), "--results", str(tmp_path / "results"), timeout=60)
     assert done.returncode == 2 and "not a directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---- attempts: bounded, and with more memory each time when asked ----------------------------
+
+
+def test_each_attempt_asks_for_more_memory_up_to_the_largest_node():
+    node = [{"CPU": 4.0, "GPU": 0.0, "memory": 10 * 1024**3}]
+    declared = Resources(cpus=2, memory_gb=3)
+    assert ray_exec.attempt_resources(declared, 1, 2.0, node) == declared
+    assert ray_exec.attempt_resources(declared, 2, 2.0, node).memory_gb == 6
+    assert ray_exec.attempt_resources(declared, 3, 2.0, node).memory_gb == 10  # capped: 12 GB fits no node
+    assert ray_exec.attempt_resources(declared, 3, 1.0, node) == declared  # factor 1: the same request
+    assert ray_exec.attempt_resources(Resources(cpus=2), 3, 2.0, node) == Resources(cpus=2)  # nothing declared
+    # a node too small for the CPUs does not count as room
+    mixed = node + [{"CPU": 1.0, "GPU": 0.0, "memory": 64 * 1024**3}]
+    assert ray_exec.attempt_resources(declared, 3, 2.0, mixed).memory_gb == 10
+
+
+def test_retry_memory_factor_below_one_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="retry_memory_factor must be 1 or more"):
+        load_config(_config_with(tmp_path, "retry_memory_factor: 0.5\n"))
+
+
+def test_the_watchdog_counts_cells_on_a_retry():
+    line = ray_exec.waiting_line([], [{"CPU": 2.0, "GPU": 0.0, "memory": 1e9}], running=3, retrying=1)
+    assert line == "waiting: 1 cell on a retry after its worker died; 3 cells not finished"
+
+
+@pytest.mark.ray
+def test_a_killed_cell_is_rerun_with_more_memory_and_the_run_says_so(tmp_path, ray_address, monkeypatch):
+    import ray
+
+    attempts = tmp_path / "attempts"
+
+    @ray.remote
+    def fake_build(artifact, root, rebuild, roles, *inputs) -> str:
+        return str(Path(root) / artifact.key)
+
+    @ray.remote
+    def dies_once(cell, workdir, keys, *paths):
+        memory = ray.get_runtime_context().get_assigned_resources().get("memory", 0) / 1024**3
+        with open(attempts, "a") as fh:
+            fh.write(f"{memory:g}\n")
+        if len(attempts.read_text().splitlines()) == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [("macro_f1", 0.5, "metric")], 0.1
+
+    monkeypatch.setattr(ray_exec, "_build_artifact", fake_build)
+    monkeypatch.setattr(ray_exec, "_run_cell", dies_once)
+    config = _config_with(tmp_path, "retries: 2\nretry_memory_factor: 2\nresources:\n  cell-type: {memory_gb: 0.25}\n")
+    plan = expand(load_config(config))
+    cell = next(c for c in plan.cells if c.mode == "pca")
+    store = ResultStore(tmp_path / "results")
+    progress = _Notes()
+    summary = ray_exec.execute(plan, [cell], tmp_path / "results", store, progress)
+    assert (summary.done, summary.failed) == (1, 0), store.table().to_pandas()["error"].iloc[0]
+    assert attempts.read_text().splitlines() == ["0.25", "0.5"]
+    assert any(n.startswith(f"retrying {cell.label()}: its worker died") and "attempt 2 of 3" in n
+               and "now with memory_gb: 0.5 (was 0.25)" in n for n in progress.notes), progress.notes
+
+
+@pytest.mark.ray
+def test_tune_trials_no_node_can_place_are_refused_before_the_run(tmp_path, ray_address):
+    config = _config_with(tmp_path, """\
+  - name: tuned
+    kind: tune-clustering
+    datasets: [merscope]
+    methods: [gmm]
+    inputs: [expression]
+    n_domains: 4
+    tuning: {space: {pca_components: {low: 10, high: 20, integer: true}}, num_samples: 2, cpus_per_trial: 16}
+""")
+    plan = expand(load_config(config))
+    cells = [c for c in plan.cells if c.stage == "tune-clustering"]
+    problems = ray_exec.unschedulable(plan, cells, tmp_path / "results")
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("task 'tuned' starts Tune trials that ask for {cpus: 16} each")
+    assert "tuning.cpus_per_trial" in problems[0]
+
+
+def _read_only_mount_works() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare"):
+        return False
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o ro tmpfs $d && ! touch $d/x 2>/dev/null"
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", probe],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_mount_works(), reason="needs unshare with user and mount namespaces")
+def test_run_refuses_an_unwritable_results_path_before_starting_ray(tmp_path):
+    # Before: an 84-line traceback after Ray had started and cells had been computed.
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    config = tiny_config(tmp_path)
+    shelf = tmp_path / "shelf"  # a read-only file system, as a user's shared results volume might be
+    shelf.mkdir()
+    script = (f"mount -t tmpfs -o ro tmpfs {shelf} && exec {sys.executable} -m grid run {config} "
+              f"--results {shelf}/results")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stderr
+    assert f"{shelf}: not writable by this user; pass a --results directory you can write to" in done.stderr
+    assert "Traceback" not in done.stderr and "running" not in done.stderr

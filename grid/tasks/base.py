@@ -59,6 +59,11 @@ class CellSpec(Protocol):
 
     def run(self, cell: Cell, inputs: CellInputs) -> list[Row]: ...
 
+    def nested_requests(self) -> dict[str, tuple[Resources, str]]:
+        """Tasks this cell starts itself (a Tune run's trials), by description: what each asks for
+        and the setting that declares it, so that ``run`` can refuse what no node could place."""
+        return {}
+
 
 @dataclass(frozen=True)
 class TaskSpec:

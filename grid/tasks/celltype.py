@@ -15,7 +15,7 @@ from ssl_st.tasks import CellTypeConfig, FineTuneConfig
 
 from ..resources import Resources
 from ..schema import FieldError
-from .base import TASK_KINDS, CellInputs, Row, TaskSpec
+from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -27,7 +27,7 @@ TRAINING_MODES = ("fine-tune", "supervised")  # modes that train a classifier: t
 
 
 @dataclass(frozen=True)
-class CellTypeCell:
+class CellTypeCell(CellSpec):
     """One cell-type evaluation: the mode, and the settings it reads."""
 
     mode: Mode

@@ -18,7 +18,7 @@ from ssl_st.tl import embedding_key
 
 from .. import schema
 from ..resources import Resources
-from .base import TASK_KINDS, CellInputs, Row, TaskSpec
+from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -29,7 +29,7 @@ MethodName = Annotated[str, schema.Name(DOMAIN_METHODS)]
 
 
 @dataclass(frozen=True)
-class DomainCell:
+class DomainCell(CellSpec):
     """One domain map: the method's settings and input, the label column scored against (None: the
     label-free metrics only) and, for a model input, how the section is embedded."""
 
@@ -94,6 +94,10 @@ class TunedDomainCell(DomainCell):
                 "tune_resumed": float(outcome.resumed), "oracle": float(outcome.objective == "oracle")}
         info.update({f"tuned_{name}": float(getattr(outcome.best.settings, name)) for name in self.tuning.space})
         return outcome.best, info
+
+    def nested_requests(self) -> dict[str, tuple[Resources, str]]:
+        trial = Resources(cpus=self.tuning.cpus_per_trial, gpus=self.tuning.gpus_per_trial)
+        return {"Tune trials": (trial, "tuning.cpus_per_trial / tuning.gpus_per_trial")}
 
 
 @TASK_KINDS.register
