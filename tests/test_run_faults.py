@@ -151,6 +151,24 @@ def test_watchdog_failures_never_reach_the_run(monkeypatch):
     assert notes.notes == []
 
 
+def _run_one_cell(tmp_path: Path, monkeypatch, run_cell, extra: str):
+    """Execute the grid's first pca cell with ``run_cell`` as its remote task (artifacts taken as built)."""
+    import ray
+
+    @ray.remote
+    def fake_build(artifact, root, rebuild, roles, *inputs) -> str:
+        return str(Path(root) / artifact.key)
+
+    monkeypatch.setattr(ray_exec, "_build_artifact", fake_build)
+    monkeypatch.setattr(ray_exec, "_run_cell", run_cell)
+    plan = expand(load_config(_config_with(tmp_path, extra)))
+    cell = next(c for c in plan.cells if c.mode == "pca")
+    store = ResultStore(tmp_path / "results")
+    progress = _Notes()
+    summary = ray_exec.execute(plan, [cell], tmp_path / "results", store, progress)
+    return cell, store, progress, summary
+
+
 # ---- workers killed for memory --------------------------------------------------------------
 
 
@@ -195,21 +213,10 @@ def test_a_cell_whose_worker_is_killed_becomes_a_failed_row_and_the_run_ends(tmp
     import ray
 
     @ray.remote
-    def fake_build(artifact, root, rebuild, roles, *inputs) -> str:
-        return str(Path(root) / artifact.key)
-
-    @ray.remote
     def killed_cell(cell, workdir, keys, *paths):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(ray_exec, "_build_artifact", fake_build)
-    monkeypatch.setattr(ray_exec, "_run_cell", killed_cell)
-    config = _config_with(tmp_path, "retries: 0\n")
-    plan = expand(load_config(config))
-    cell = next(c for c in plan.cells if c.mode == "pca")
-    store = ResultStore(tmp_path / "results")
-    progress = _Notes()
-    summary = ray_exec.execute(plan, [cell], tmp_path / "results", store, progress)
+    cell, store, progress, summary = _run_one_cell(tmp_path, monkeypatch, killed_cell, "retries: 0\n")
     assert (summary.done, summary.failed) == (0, 1)
     assert progress.advanced == [(cell.cell_id, "failed")]
     row = store.table().to_pandas().iloc[0]
@@ -258,10 +265,6 @@ def test_a_killed_cell_is_rerun_with_more_memory_and_the_run_says_so(tmp_path, r
     attempts = tmp_path / "attempts"
 
     @ray.remote
-    def fake_build(artifact, root, rebuild, roles, *inputs) -> str:
-        return str(Path(root) / artifact.key)
-
-    @ray.remote
     def dies_once(cell, workdir, keys, *paths):
         memory = ray.get_runtime_context().get_assigned_resources().get("memory", 0) / 1024**3
         with open(attempts, "a") as fh:
@@ -270,14 +273,8 @@ def test_a_killed_cell_is_rerun_with_more_memory_and_the_run_says_so(tmp_path, r
             os.kill(os.getpid(), signal.SIGKILL)
         return [("macro_f1", 0.5, "metric")], 0.1
 
-    monkeypatch.setattr(ray_exec, "_build_artifact", fake_build)
-    monkeypatch.setattr(ray_exec, "_run_cell", dies_once)
-    config = _config_with(tmp_path, "retries: 2\nretry_memory_factor: 2\nresources:\n  cell-type: {memory_gb: 0.25}\n")
-    plan = expand(load_config(config))
-    cell = next(c for c in plan.cells if c.mode == "pca")
-    store = ResultStore(tmp_path / "results")
-    progress = _Notes()
-    summary = ray_exec.execute(plan, [cell], tmp_path / "results", store, progress)
+    extra = "retries: 2\nretry_memory_factor: 2\nresources:\n  cell-type: {memory_gb: 0.25}\n"
+    cell, store, progress, summary = _run_one_cell(tmp_path, monkeypatch, dies_once, extra)
     assert (summary.done, summary.failed) == (1, 0), store.table().to_pandas()["error"].iloc[0]
     assert attempts.read_text().splitlines() == ["0.25", "0.5"]
     assert any(n.startswith(f"retrying {cell.label()}: its worker died") and "attempt 2 of 3" in n
