@@ -31,7 +31,7 @@ from typing import Protocol
 
 import ray
 
-from .resources import Resources
+from .resources import RAY_BUILTIN, Resources
 from .plan import Artifact, Cell, Plan
 from .store import DONE, FAILED, ResultStore
 
@@ -99,6 +99,8 @@ def _options(resources: Resources, retries: int) -> dict:
     options = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_retries": retries, "retry_exceptions": False}
     if resources.memory_gb:
         options["memory"] = int(resources.memory_gb * GB)
+    if resources.custom:
+        options["resources"] = dict(resources.custom)
     return options
 
 
@@ -109,7 +111,8 @@ def attempt_resources(resources: Resources, attempt: int, factor: float, nodes: 
     if attempt <= 1 or factor == 1 or not resources.memory_gb:
         return resources
     wanted = resources.memory_gb * factor ** (attempt - 1)
-    room = [n["memory"] / GB for n in nodes if n["CPU"] >= resources.cpus and n["GPU"] >= resources.gpus]
+    rest = {**resources.request(), "memory": 0.0}
+    room = [n["memory"] / GB for n in nodes if _fits(rest, [n])]
     if room:
         wanted = max(resources.memory_gb, min(wanted, max(room)))
     return replace(resources, memory_gb=round(wanted, 2))
@@ -119,16 +122,13 @@ def attempt_resources(resources: Resources, attempt: int, factor: float, nodes: 
 
 
 def _node_shapes() -> list[dict[str, float]]:
-    """CPU, GPU and memory (bytes) of every live node."""
-    return [
-        {k: float(node["Resources"].get(k, 0.0)) for k in ("CPU", "GPU", "memory")}
-        for node in ray.nodes()
-        if node.get("Alive")
-    ]
-
-
-def _request(resources: Resources) -> dict[str, float]:
-    return {"CPU": resources.cpus, "GPU": resources.gpus, "memory": (resources.memory_gb or 0) * GB}
+    """CPU, GPU, memory (bytes) and custom resources of every live node."""
+    shapes = []
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = {k: float(v) for k, v in node["Resources"].items() if not k.startswith("node:")}
+            shapes.append({"CPU": 0.0, "GPU": 0.0, "memory": 0.0, **have})
+    return shapes
 
 
 def _fits(request: dict[str, float], nodes: list[dict[str, float]]) -> bool:
@@ -139,8 +139,12 @@ def _fits(request: dict[str, float], nodes: list[dict[str, float]]) -> bool:
 def _describe_nodes(nodes: list[dict[str, float]]) -> str:
     if not nodes:
         return "no live node"
-    shapes = sorted({(n["CPU"], n["GPU"], n["memory"]) for n in nodes}, reverse=True)
-    text = ", ".join(f"{c:g} CPUs, {g:g} GPUs, {m / GB:.1f} GB memory" for c, g, m in shapes[:3])
+    def custom(node: dict[str, float]) -> str:
+        extra = sorted((k, v) for k, v in node.items() if k not in RAY_BUILTIN)
+        return "".join(f", {v:g} {k}" for k, v in extra)
+
+    shapes = sorted({(n["CPU"], n["GPU"], n["memory"], custom(n)) for n in nodes}, reverse=True)
+    text = "; ".join(f"{c:g} CPUs, {g:g} GPUs, {m / GB:.1f} GB memory{x}" for c, g, m, x in shapes[:3])
     more = f" and {len(shapes) - 3} other sizes" if len(shapes) > 3 else ""
     return ("the largest node has " if len(shapes) == 1 else "its nodes have ") + text + more
 
@@ -164,7 +168,7 @@ def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: boo
     problems = []
     for stage in sorted(stages):
         resources = config.resources_for(stage)
-        if not _fits(_request(resources), nodes):
+        if not _fits(resources.request(), nodes):
             problems.append(
                 f"stage '{stage}' asks for {resources.describe()} per task, but no node can run it "
                 f"({_describe_nodes(nodes)}); lower it under 'resources: {stage}:' in the config, "
@@ -174,7 +178,7 @@ def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: boo
     for cell in cells:
         nested.update({(cell.task, what): (res, where) for what, (res, where) in cell.spec.nested_requests().items()})
     for (task, what), (resources, where) in sorted(nested.items(), key=lambda item: item[0]):
-        if not _fits(_request(resources), nodes):
+        if not _fits(resources.request(), nodes):
             problems.append(
                 f"task '{task}' starts {what} that ask for {resources.describe()} each, but no node can run "
                 f"one ({_describe_nodes(nodes)}); lower {where} of task '{task}' in the config"
@@ -300,8 +304,7 @@ def waiting_line(demand: list[tuple[dict[str, float], int]], nodes: list[dict[st
         return None
     reasons = []
     for bundle, count in demand:
-        request = {k: bundle.get(k, 0.0) for k in ("CPU", "GPU", "memory")}
-        if _fits(request, nodes):
+        if _fits(dict(bundle), nodes):
             reasons.append(f"{count} waiting for {_shape(bundle)} to free up")
         else:
             reasons.append(f"{count} infeasible: no node with {_shape(bundle)}")

@@ -50,19 +50,29 @@ def tiny_config(tmp_path: Path, *, epochs: int = 2, extra_datasets: str = "", na
 
 
 @pytest.fixture(scope="session")
-def ray_address():
+def ray_cluster():
+    """The one Ray instance of the test run: a head node with 2 CPUs, started through Ray's own
+    multi-node test cluster so that cluster tests can add and remove worker nodes beside it."""
     import ray
+    from ray.cluster_utils import Cluster
 
-    ray.init(
-        num_cpus=2,
-        object_store_memory=256 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "object_store_memory": 256 * 1024**2, "include_dashboard": False},
     )
+    ray.init(address=cluster.address, log_to_driver=False)
     try:
-        yield ray.get_runtime_context().gcs_address
+        yield cluster
     finally:
         ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster):
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 
 
 def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
