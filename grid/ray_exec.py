@@ -77,7 +77,7 @@ def connect(
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, runtime_env=shipped_code(), log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _system_config={"task_oom_retries": retries}, **quiet)
             from . import reaper
@@ -91,6 +91,17 @@ def connect(
                 "available (~/.ray/auth_token or RAY_AUTH_TOKEN)"
             )
         raise ConnectionError(f"could not connect to Ray at {address or 'a new local instance'}: {err}{hint}") from err
+
+
+def shipped_code() -> dict:
+    """The job's ``runtime_env``: this driver's ssl-st packages go to every worker, so the nodes of a
+    cluster need only the dependencies, and a node with another (or no) ssl-st cannot run cells
+    with code that differs from the driver's. Ray caches the upload by content hash."""
+    import cluster
+    import grid
+    import ssl_st
+
+    return {"py_modules": [ssl_st, cluster, grid], "excludes": ["__pycache__", "*.pyc"]}
 
 
 def _options(resources: Resources, retries: int) -> dict:

@@ -132,3 +132,34 @@ def test_losing_a_node_mid_grid_loses_no_cell(tmp_path, ray_cluster, monkeypatch
         ray_cluster.remove_node(keep)
         if not removed:
             ray_cluster.remove_node(doomed)
+
+
+SHIPPED = """
+import sys, ray
+from grid import ray_exec
+ray_exec.connect(sys.argv[1])
+
+@ray.remote(num_cpus=0)
+def where():
+    import cluster, grid, ssl_st
+    return [m.__file__ for m in (ssl_st, cluster, grid)]
+
+print("\\n".join(ray.get(where.remote())))
+"""
+
+
+def test_a_joined_cluster_runs_the_drivers_code_not_what_its_nodes_have_installed(tmp_path, ray_address):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", SHIPPED, ray_address], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = done.stdout.split()
+    assert len(files) == 3
+    for name, file in zip(("ssl_st", "cluster", "grid"), files):
+        # unpacked from the job's runtime_env, not imported from the install on the node
+        assert "runtime_resources" in file and f"/{name}/__init__.py" in file, file
+        assert not file.startswith(str(REPO))
