@@ -39,13 +39,16 @@ class DomainResult:
 
 
 def expression(adata: AnnData, *, target_sum: float | Literal["median"] = "median", n_top_genes: int = 3000) -> np.ndarray:
-    """Log-normalised expression of the most variable genes (all genes of a targeted panel)."""
-    import scipy.sparse as sp
+    """Log-normalised expression of the most variable genes (all genes of a targeted panel).
 
-    from ssl_st.pp import normalize_log1p
+    Counts, or normalised / log-normalised values declared in ``uns['ssl_st']`` (``ssl-st cluster
+    --values``, ``values:`` of a grid dataset), become the same log1p values through
+    :func:`ssl_st.pp.log_expression`; "median" is the median library size of counts, a fixed target
+    for normalised values (so that their scale does not matter).
+    """
+    from ssl_st.pp import log_expression
 
-    counts = adata.layers["counts"] if "counts" in adata.layers else adata.X
-    logged = normalize_log1p(sp.csr_matrix(counts), target_sum)
+    logged = log_expression(adata, target_sum)
     if logged.shape[1] > n_top_genes:
         # Variance of the logged values ranks genes much as seurat_v3 does on panels and is cheap;
         # it only matters for whole-transcriptome inputs (Slide-seq), where HVGs cut the cost.

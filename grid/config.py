@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from ssl_st.impute import ImputeConfig
+from ssl_st.io.values import Values
 from ssl_st.models import PRETRAINING, Architecture
 
 from . import schema
@@ -48,8 +49,9 @@ class DatasetSpec:
     label_key: str = "cell_type"
     domain_key: str | None = None  # obs column of ground-truth spatial domains (the study's MERSCOPE: tissue)
     labels: str | None = None  # xenium/merscope: a CSV of cell id -> label (10x: Barcode, Cluster)
+    label_column: str | None = None  # xenium/merscope: the labels CSV's label column (default: found by name)
     spatial_key: str | None = None  # h5ad: obsm key of the coordinates (default spatial, X_spatial)
-    counts_layer: str | None = None  # h5ad: where the raw counts are (a layer, raw or X)
+    counts_layer: str | None = None  # h5ad: where the expression is (a layer, raw or X; default: the counts)
     gene_symbols: str | None = None  # h5ad: var column of symbols
     gene_ids: str | None = None  # h5ad: var column of Ensembl IDs
     species: Literal["human", "mouse"] | None = None  # default human; the demo's slideseq-mouse is mouse
@@ -57,6 +59,10 @@ class DatasetSpec:
     base: str | None = None  # imputed: the dataset whose panel is imputed
     impute: ImputeConfig | None = None  # imputed: method and its settings
     impute_reference: str | None = None  # imputed: single-cell reference (default: the config's reference)
+    # h5ad: what the expression is (ssl_st.io.values; default: what the file records, else counts), and
+    # the sum each cell was scaled to, if known. Unset, neither is part of the dataset's key.
+    values: Values | None = None
+    target_sum: float | None = None
 
     def __post_init__(self) -> None:
         if self.source == "demo" and self.flavour is None:
@@ -72,6 +78,38 @@ class DatasetSpec:
                                     f"(got {self.n_cells:,}); the simulator builds it in memory on one worker")
         if self.resolved_species == "mouse" and not self.orthologs:
             raise ValueError(f"dataset '{self.name}': mouse data needs 'orthologs' (a one-to-one ortholog CSV, or demo)")
+        self._check_labels()
+        self._check_values()
+
+    def _check_labels(self) -> None:
+        """``labels`` is a CSV for the instruments' outputs; everywhere else labels are an obs column."""
+        if self.labels is not None and self.source not in ("xenium", "merscope"):
+            name = Path(self.labels).name
+            if self.source == "h5ad" and not Path(self.labels).exists() and not name.endswith((".csv", ".gz", ".tsv")):
+                fix = f"write label_key: {name}"
+            else:
+                fix = "name its obs column with label_key: (labels: is a CSV for xenium/merscope datasets)"
+            article = "a" if self.source == "demo" else "an"
+            raise FieldError("labels", f"dataset '{self.name}': {article} {self.source} dataset's labels are an obs "
+                                       f"column, not a file; {fix}")
+        if self.label_column is not None and self.labels is None:
+            raise FieldError("label_column", f"dataset '{self.name}': label_column names the label column of a labels "
+                                             "CSV; give the CSV with labels:")
+        if self.labels is not None and self.label_key != "cell_type":
+            raise FieldError("label_key", f"dataset '{self.name}': the labels CSV's labels are read into obs['cell_type']; "
+                                          "drop label_key (name the CSV's label column with label_column:)")
+
+    def _check_values(self) -> None:
+        """``values`` declares an h5ad file's expression; the other sources hold counts."""
+        if self.values not in (None, "counts") and self.source != "h5ad":
+            raise FieldError("values", f"dataset '{self.name}': {self.source} data holds counts; values: "
+                                       f"{self.values} applies to h5ad files")
+        if self.target_sum is not None and self.values in (None, "counts"):
+            why = "counts have no target sum" if self.values == "counts" else "a target sum describes normalised values"
+            raise FieldError("target_sum", f"dataset '{self.name}': {why}; declare values: normalized or "
+                                           "values: log-normalized with it")
+        if self.target_sum is not None and not self.target_sum > 0:
+            raise FieldError("target_sum", f"dataset '{self.name}': target_sum must be positive (got {self.target_sum:g})")
 
     @property
     def resolved_domain_key(self) -> str | None:
@@ -97,7 +135,7 @@ class ModelSpec:
     pretrain: Annotated[Any, schema.ChosenBy("method", PRETRAINING)] = None
     programs: str | None = None  # gp-mask: a GMT file, or "demo" for the simulator's programs
     checkpoint: str | None = None  # checkpoint: a published or ssl-st checkpoint file
-    genes: str | None = None  # checkpoint: its var.parquet (default: beside the checkpoint)
+    genes: str | None = None  # checkpoint: its gene order (default: <checkpoint>.var.parquet, else var.parquet beside it)
     trusted: bool = False  # checkpoint: allow unpickling objects (only for files you trust)
     seed: int = 0  # weight-initialisation and training seed (fixed per model, not per grid seed)
 
@@ -162,6 +200,10 @@ class ExperimentConfig:
                     raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': {role} '{ref}' is not a dataset{suggest(ref, datasets)}")
             if d.base is not None and self.dataset(d.base).source == "imputed":
                 raise FieldError(f"datasets[{i}].base", f"dataset '{d.name}': base '{d.base}' is itself imputed; impute a measured dataset")
+            for role, ref in (("base", d.base), ("impute_reference", d.impute_reference or (d.base and self.reference))):
+                if ref is not None and self.dataset(ref).values not in (None, "counts"):
+                    raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': imputation needs counts, but {role} "
+                                     f"'{ref}' holds values: {self.dataset(ref).values}; impute from datasets of counts")
         if self.reference not in datasets:
             raise FieldError("reference", f"reference '{self.reference}' is not a dataset{suggest(self.reference, datasets)}")
         for i, model in enumerate(self.models):
@@ -169,6 +211,10 @@ class ExperimentConfig:
             if ref not in datasets:
                 raise FieldError(f"models[{i}].reference", f"model '{model.name}': reference '{ref}' is not a dataset{suggest(ref, datasets)}")
         for i, task in enumerate(self.tasks):
+            if not self.task_datasets(task):
+                raise FieldError(f"tasks[{i}]", f"task '{task.name}' matches no dataset: without datasets: it runs on every "
+                                 f"dataset but the reference '{self.reference}', and there is none; list its datasets "
+                                 "or add one")
             if task.seeds is not None and (not task.seeds or set(task.seeds) - set(self.seeds)):
                 raise FieldError(f"tasks[{i}].seeds", f"task '{task.name}': seeds must be a non-empty subset of the grid's seeds {list(self.seeds)}")
             for j, name in enumerate(task.datasets or ()):
@@ -239,10 +285,25 @@ def load_config(path: str | Path) -> ExperimentConfig:
     for i, m in enumerate(models):
         files += [(f"models[{i}].{key}", getattr(m, key), f"model '{m.name}'") for key in ("programs", "checkpoint", "genes")]
     missing = [
-        schema.Problem(str(path), 0, 0, where, f"{value} does not exist; fix the path or remove {owner}")
+        schema.Problem(str(path), *field_position(path, where), where, f"{value} does not exist; fix the path or remove {owner}")
         for where, value, owner in files
         if value and value != "demo" and not Path(value).exists()
     ]
     if missing:
         raise schema.ConfigError(str(path), missing)
     return replace(config, datasets=datasets, models=models)
+
+
+def field_position(path: str | Path, field: str) -> tuple[int, int]:
+    """The 1-based line and column of a dotted field (``datasets[2].label_key``) in a config file, or
+    of the deepest part of it that is written there (a default: its record); (0, 0) if unreadable."""
+    import yaml
+
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 0, 0
+    if root is None:
+        return 0, 0
+    mark = schema._locate(root, field).start_mark  # the node the schema reports its own errors at
+    return mark.line + 1, mark.column + 1

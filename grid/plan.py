@@ -12,6 +12,7 @@ an :class:`Expansion`, which registers the artifacts its cells use.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -232,11 +233,19 @@ def file_identity(path: str | None) -> dict[str, Any] | None:
     return {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+# Dataset keys added after ids were first pinned: left out of a dataset's content while unset, so that
+# a config that does not use them keeps its ids and artifact keys (tests/test_cell_ids.py).
+LATER_DATASET_KEYS = ("label_column", "values", "target_sum")
+
+
 def dataset_content(spec: DatasetSpec) -> dict[str, Any]:
     """A dataset's resolved content; where its labels live does not change the data."""
     content = asdict(spec)
     content.pop("label_key")
     content.pop("domain_key")
+    for key in LATER_DATASET_KEYS:
+        if content[key] is None:
+            del content[key]
     content["species"] = spec.resolved_species
     for key in ("path", "labels", "orthologs"):
         content[f"{key}_file"] = file_identity(content[key])
@@ -317,3 +326,64 @@ def expand(config: ExperimentConfig) -> Plan:
     expansion = Expansion(config)
     cells = [cell for task in config.tasks for cell in task.cells(expansion)]
     return Plan(config, tuple(cells), expansion.artifacts)
+
+
+def obs_columns(path: str) -> list[str]:
+    """The obs column names of an h5ad file, read from its HDF5 header without loading the data
+    (``obs`` is a group with a ``column-order`` attribute since anndata 0.7, a table before)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        obs = handle["obs"]
+        if isinstance(obs, h5py.Dataset):
+            return [n for n in obs.dtype.names or () if n != "index"]
+        order = obs.attrs.get("column-order", [])
+        return [c.decode() if isinstance(c, bytes) else str(c) for c in order]
+
+
+def plan_problems(plan: Plan, config_file: str | Path) -> list[Any]:
+    """What would only fail at run time, found at plan time (``grid.schema.Problem`` each, at the line
+    of the key to change): a task that plans no cell, and a label column that an h5ad dataset lacks."""
+    from .config import field_position
+    from .schema import Problem
+
+    config = plan.config
+    problems: list[Problem] = []
+    planned = {cell.task for cell in plan.cells}
+    for i, task in enumerate(config.tasks):
+        if task.name not in planned:
+            field = f"tasks[{i}]"
+            problems.append(Problem(str(config_file), *field_position(config_file, field), field,
+                                    f"task '{task.name}' plans no cells with these datasets, models and modes; "
+                                    "change them or remove the task"))
+    wanted: dict[tuple[str, str], str] = {}  # (dataset, label column) -> the field that names it
+    tasks = {t.name: i for i, t in enumerate(config.tasks)}
+    datasets = {d.name: i for i, d in enumerate(config.datasets)}
+    for cell in plan.cells:
+        key = cell.content.get("dataset", {}).get("label_key")
+        dataset = config.dataset(cell.dataset)
+        if key is None or dataset.source != "h5ad" or (cell.dataset, key) in wanted:
+            continue
+        task = config.tasks[tasks[cell.task]]
+        own = "label_key" if key == dataset.label_key else "domain_key"
+        wanted[(cell.dataset, key)] = (f"tasks[{tasks[cell.task]}].label_key" if task.label_key
+                                       else f"datasets[{datasets[cell.dataset]}].{own}")
+    columns: dict[str, list[str] | str] = {}
+    for (name, key), field in wanted.items():
+        path = config.dataset(name).path
+        if path not in columns:
+            try:
+                columns[path] = obs_columns(path)
+            except (OSError, KeyError) as exc:  # not HDF5, or HDF5 without obs: not an AnnData file
+                columns[path] = f"{path} cannot be read as an h5ad file ({type(exc).__name__}: {exc})"
+        found = columns[path]
+        if isinstance(found, str):
+            message = found
+        elif key in found:
+            continue
+        else:
+            close = difflib.get_close_matches(key, found, n=1)
+            message = (f"dataset '{name}': {path} has no obs column '{key}' (its obs columns: {', '.join(found) or 'none'})"
+                       + (f"; did you mean '{close[0]}'?" if close else "; name the column that holds the labels"))
+        problems.append(Problem(str(config_file), *field_position(config_file, field), field, message))
+    return problems

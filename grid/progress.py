@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 
+from .cli.common import progress_columns
 from .plan import Cell
 from .store import FAILED
 
@@ -27,7 +28,7 @@ class LiveProgress:
         failed = f"[red]{self._failed} failed[/]" if self._failed else ""
         self._progress.update(self._task, advance=1, description="cells", failed=failed)
         if status == FAILED:
-            self._progress.console.print(f"[red]failed[/] {cell.label()}  (ssl-st status shows why)")
+            self._progress.console.print(f"[red]failed[/] {cell.label()}  (`ssl-st status` shows why)")
 
     def note(self, message: str) -> None:
         self._progress.console.print(message, highlight=False, markup=False)
@@ -46,7 +47,9 @@ class LineProgress:
 
     def advance(self, cell: Cell, status: str, duration_s: float) -> None:
         self._seen += 1
-        self._console.print(f"[{self._seen}/{self._total}] {status:6s} {cell.label()}  {duration_s:.1f}s", highlight=False)
+        why = "  (`ssl-st status` shows why)" if status == FAILED else ""
+        self._console.print(f"[{self._seen}/{self._total}] {status:6s} {cell.label()}  {duration_s:.1f}s{why}",
+                            highlight=False, markup=False)
 
     def note(self, message: str) -> None:
         self._console.print(message, highlight=False, markup=False)
@@ -57,14 +60,5 @@ def make_progress(console: Console) -> Iterator[LiveProgress | LineProgress]:
     if not console.is_terminal:
         yield LineProgress(console)
         return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[failed]}"),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*progress_columns(TextColumn("{task.fields[failed]}")), console=console) as progress:
         yield LiveProgress(progress)

@@ -22,20 +22,27 @@ from .tasks import CellInputs, Row
 
 
 def load_dataset(spec: DatasetSpec):
-    """A measured or simulated dataset as a standard AnnData in human gene space."""
+    """A measured or simulated dataset as a standard AnnData in human gene space.
+
+    A bad file raises :class:`ssl_st.io.DataError` spelled for experiments.yaml (``values:``, not
+    ``values=``): the user fixes a key of this dataset, not a Python call.
+    """
     from ssl_st import datasets, io
 
-    if spec.source == "demo":
-        adata = datasets.generate(spec.flavour, seed=spec.seed, n_cells=spec.n_cells)
-    else:
-        options = {k: getattr(spec, k) for k in ("spatial_key", "counts_layer", "gene_symbols", "gene_ids") if getattr(spec, k)}
-        if spec.source == "h5ad":
-            options["label_key"] = None  # labels are checked by the task that uses them
-        elif spec.labels:
-            options["labels"] = spec.labels
-        adata = io.first_cells(io.read(spec.path, format=spec.source, **options), spec.n_cells)
-    return io.to_human_space(adata, species=spec.resolved_species, orthologs=spec.orthologs,
-                             where=spec.path or f"demo {spec.flavour}")
+    try:
+        if spec.source == "demo":
+            adata = datasets.generate(spec.flavour, seed=spec.seed, n_cells=spec.n_cells)
+        else:
+            keys = ("spatial_key", "counts_layer", "gene_symbols", "gene_ids", "values", "target_sum", "labels",
+                    "label_column")
+            options = {k: getattr(spec, k) for k in keys if getattr(spec, k) is not None}
+            if spec.source == "h5ad":
+                options["label_key"] = None  # labels are checked by the task that uses them (and by ssl-st plan)
+            adata = io.first_cells(io.read(spec.path, format=spec.source, **options), spec.n_cells)
+        return io.to_human_space(adata, species=spec.resolved_species, orthologs=spec.orthologs,
+                                 where=spec.path or f"demo {spec.flavour}")
+    except io.DataError as err:
+        raise err.spelled("yaml") from None
 
 
 log = logging.getLogger(__name__)

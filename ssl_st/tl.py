@@ -29,9 +29,10 @@ def embed(
 ) -> Coverage:
     """Embed ``adata`` with ``model`` into ``adata.obsm[key]`` (default ``embedding_key(model.method)``).
 
-    Raw counts are read from ``layers['counts']`` (else ``X``), mapped onto the model's vocabulary and
-    normalised over the mapped genes, as upstream preprocessing does (:func:`ssl_st.pp.model_input`,
-    which raises :class:`ssl_st.pp.CoverageError` below ``min_coverage``). The gene coverage is
+    Raw counts are read from ``layers['counts']`` (else ``X``; declared normalised or log-normalised
+    values from ``X``, see :mod:`ssl_st.io.values`), mapped onto the model's vocabulary and normalised
+    over the mapped genes, as upstream preprocessing does (:func:`ssl_st.pp.model_input`, which raises
+    :class:`ssl_st.pp.CoverageError` below ``min_coverage``). The gene coverage is
     returned and recorded in ``adata.uns['ssl_st'][key]``.
     """
     from .pp import model_input  # here, so that embedding_key stays cheap to import

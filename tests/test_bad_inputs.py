@@ -159,11 +159,11 @@ CASES: dict[str, tuple[Case, str, str]] = {
     "missing-metadata": (_without("cell_metadata.csv", "merscope"), "/m", "cell_metadata.csv"),
     "merscope-as-xenium": (
         lambda tmp: lambda: read(write_merscope(tmp / "m").path, format="xenium"),
-        "/m", "read_merscope"),
-    "xenium-as-merscope": (lambda tmp: lambda: read_merscope(write_xenium(tmp / "x").path), "/x", "read_xenium"),
+        "/m", "format='merscope'"),
+    "xenium-as-merscope": (lambda tmp: lambda: read_merscope(write_xenium(tmp / "x").path), "/x", "format='xenium'"),
     "h5ad-as-xenium": (
         lambda tmp: lambda: read_xenium(write_cellxgene_h5ad(tmp / "c.h5ad").path),
-        "c.h5ad", "read_h5ad"),
+        "c.h5ad", "format='h5ad'"),
     "10x-h5-as-h5ad": (
         lambda tmp: lambda: read_h5ad(write_xenium(tmp / "x").path / "cell_feature_matrix.h5"),
         "cell_feature_matrix.h5", "X/obs/var"),
@@ -178,6 +178,22 @@ CASES: dict[str, tuple[Case, str, str]] = {
     "non-integer-x": (
         lambda tmp: lambda: read_h5ad(_h5ad(tmp, X=np.log1p(np.arange(48.0).reshape(12, 4)), layers={})),
         "bad.h5ad", "counts_layer="),
+    "normalised-x-undeclared": (
+        lambda tmp: lambda: read_h5ad(_h5ad(tmp, X=np.full((12, 4), 0.25), layers={})),
+        "bad.h5ad", "values='normalized'"),
+    "nan-in-declared-normalised": (
+        lambda tmp: lambda: read_h5ad(_h5ad(tmp, X=_with(np.full((12, 4), 0.25), np.nan), layers={}), values="normalized"),
+        "bad.h5ad", "NaN"),
+    "declared-log-normalised-not-logged": (
+        lambda tmp: lambda: read_h5ad(_h5ad(tmp, X=np.full((12, 4), 2500.0), layers={}), values="log-normalized"),
+        "bad.h5ad", "too large for log1p"),
+    "unknown-value-type": (
+        lambda tmp: lambda: read_h5ad(_h5ad(tmp), values="normalised"),
+        "bad.h5ad", "log-normalized"),
+    "target-sum-of-counts": (lambda tmp: lambda: read_h5ad(_h5ad(tmp), target_sum=1e4), "bad.h5ad", "no target sum"),
+    "labels-file-on-h5ad": (lambda tmp: lambda: read(_h5ad(tmp), labels="cell_type"), "bad.h5ad", "label_key='cell_type'"),
+    "normalised-xenium": (
+        lambda tmp: lambda: read(write_xenium(tmp / "x").path, values="normalized"), "/x", "raw counts"),
     "non-integer-layer": (
         lambda tmp: lambda: read_h5ad(_h5ad(tmp, layers={"counts": np.full((12, 4), 0.57)})),
         "bad.h5ad", "layers['counts']"),
@@ -227,10 +243,22 @@ def test_bad_input_raises_data_error(tmp_path, case):
 
 
 def test_data_error_survives_pickling():
-    """Ray ships exceptions between processes; the parts must survive."""
+    """Ray ships exceptions between processes; the parts must survive, spelled as they were."""
     err = pickle.loads(pickle.dumps(DataError("a.csv", "column 'x'", "is missing", "add it")))
     assert (err.file, err.field, err.fix) == ("a.csv", "column 'x'", "add it")
     assert str(err).startswith("a.csv: column 'x'")
+    spelled = pickle.loads(pickle.dumps(DataError("a.h5ad", "X", "is odd", "use {values=normalized}").spelled("yaml")))
+    assert spelled.fix == "use values: normalized" and spelled.spelled("cli").fix == "use --values normalized"
+
+
+@pytest.mark.parametrize(("audience", "spelled"), [
+    ("python", "label_key='cell_type', counts_layer= or format='xenium'"),
+    ("cli", "--label-key cell_type, --counts-layer or --format xenium"),
+    ("yaml", "label_key: cell_type, counts_layer: or source: xenium"),
+])
+def test_options_are_spelled_for_whoever_reads_them(audience, spelled):
+    err = DataError("f", "X", "is odd", "{label_key=cell_type}, {counts_layer} or {format=xenium}", audience)
+    assert err.fix == spelled and "{unknown}" in DataError("f", "X", "is", "{unknown}", audience).fix
 
 
 def test_validate_directly():

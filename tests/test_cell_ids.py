@@ -1,10 +1,11 @@
 """The demo config's cell ids and artifact keys, pinned: a refactor must not renew them by accident.
 
 A cell's id hashes its resolved content, so stored results are found again only while it stays the
-same. ``tests/golden/demo_ids.json`` holds the ids of ``experiments.yaml``: the cell-type cells and
-every artifact (dataset, pretrained model) as they were before the typed task kinds (ssl-st 0.1),
-and the clustering cells as their kinds' version 2 defines them. If a change is meant to alter what
-a kind's cells compute, bump that kind's ``version`` and regenerate the file (README: "Results").
+same. ``tests/golden/demo_ids.json`` holds the ids of ``experiments.yaml``: every artifact (dataset,
+pretrained model) as it was before the typed task kinds (ssl-st 0.1), the clustering cells as their
+kinds' version 2 defines them, and the cell-type cells as version 2 of their kind does (the study's
+literal split and an exact PCA baseline, issue 11). If a change is meant to alter what a kind's cells
+compute, bump that kind's ``version`` and regenerate the file (README: "Results").
 """
 
 from __future__ import annotations

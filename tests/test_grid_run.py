@@ -58,7 +58,8 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
     )
     adata.obs["cell_type"] = ["a", "b"] * 20
     adata.write_h5ad(broken)
-    extra = f"  - {{name: broken, source: h5ad, path: {broken}, label_key: no_such_column}}\n"
+    # its genes are not in the models' vocabulary: it plans (labels exist) and fails at run time
+    extra = f"  - {{name: broken, source: h5ad, path: {broken}}}\n"
     config = tiny_config(tmp_path, extra_datasets=extra)
     results = tmp_path / "results"
     run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
@@ -67,13 +68,13 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
     failed = table[table["status"] == "failed"]
     assert set(failed["dataset"]) == {"broken"}
     assert len(failed) == 3 * 2  # every broken cell is one row: (2 models + pca) x 2 seeds
-    assert failed["error"].str.contains("no_such_column").all()
+    assert failed["error"].str.contains("map onto").all()
     assert failed["metric"].isna().all()
     assert (table[table["dataset"] != "broken"]["status"] == "done").all()
 
     status = run_cli("status", str(config), "--results", str(results))
     assert status.returncode == 1
-    assert "failed: 6" in status.stdout and "no_such_column" in status.stdout
+    assert "failed: 6" in status.stdout and "map onto" in status.stdout
 
     again = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
     assert "nothing to run" in again.stderr and "--retry-failed" in again.stderr

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .common import DeviceOpt, SeedOpt, app, err, fail, out, read_h5ad
+from .common import DeviceOpt, SeedOpt, TargetSumOpt, ValuesOpt, app, epoch_progress, fail, out, read_h5ad
 
 
 @app.command("cluster")
 def cluster_command(
-    data: Annotated[Path, typer.Argument(help="A section (.h5ad) with obsm['spatial'] and raw counts (layers['counts'] or X).")],
+    data: Annotated[Path, typer.Argument(help="A section (.h5ad) with obsm['spatial'] and expression: raw counts (layers['counts'] or X), or what --values declares (X).")],
     method: Annotated[str, typer.Option(help="A spatial-domain method: stagate, graphst, cellcharter, gmm, kmeans, leiden (or a registered plugin).")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obs[KEY] and obsm['X_<method>'].")],
     n_domains: Annotated[int | None, typer.Option("--n-domains", help="Number of domains (leiden: searched resolution).")] = None,
@@ -30,6 +30,8 @@ def cluster_command(
     learning_rate: Annotated[float | None, typer.Option(help="stagate / graphst (default 1e-3).")] = None,
     n_layers: Annotated[int | None, typer.Option(help="cellcharter: neighbourhood rings (default 3).")] = None,
     key: Annotated[str, typer.Option(help="obs column to write.")] = "domain",
+    values: ValuesOpt = None,
+    target_sum: TargetSumOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -50,21 +52,19 @@ def cluster_command(
         raise fail(f"--method {method}: {exc}") from None
     if labels is not None and labels == key:
         raise fail(f"--labels {labels} is also the column to write (--key {key}); pass another --key so the ground truth is kept")
-    adata = read_h5ad(data, "the section to cluster")
+    # an obsm input replaces the genes: then the expression is not read, and need not be declared
+    adata = read_h5ad(data, "the section to cluster", values=values, target_sum=target_sum, expression=input_rep == "X")
     for column in (labels, library_key):
         if column is not None and column not in adata.obs:
             raise fail(f"{data}: obs has no column '{column}' (it has: {', '.join(adata.obs.columns)}); fix --labels / --library-key")
     if "spatial" not in adata.obsm:
         raise fail(f"{data}: obsm['spatial'] is missing; spatial domains need cell coordinates (import the section with ssl-st data import)")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task(f"{method}: training", total=None, loss="")
-
-        def progress(epoch: int, loss: float) -> None:
-            bar.update(task, completed=epoch, loss=f"loss {loss:.4f}")
-
+    # a method that trains (STAGATE, GraphST) has its epochs in its settings; the others show no bar
+    epochs = getattr(config.settings, "epochs", None)
+    with epoch_progress(method, epochs) if epochs else nullcontext() as advance:
         try:
-            result = find_domains(adata, config, seed=seed, device=device, key_added=key, progress=progress)
+            result = find_domains(adata, config, seed=seed, device=device, key_added=key,
+                                  progress=(lambda epoch, loss: advance(epoch, loss=loss)) if advance else None)
         except (KeyError, ValueError) as exc:
             raise fail(f"{data}: {exc.args[0] if exc.args else exc}") from None
     metrics = score_domains(adata, key=key, labels=labels, library_key=library_key)

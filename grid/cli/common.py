@@ -7,11 +7,15 @@ import cycle. Nothing here imports the science; each command imports what it run
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 app = typer.Typer(
     help="Measure how single-cell SSL models transfer to spatial transcriptomics, as a resumable grid.",
@@ -30,6 +34,10 @@ SeedOpt = Annotated[int, typer.Option(help="Seed of the initialisation and of ev
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Cache directory (default: $SSL_ST_CACHE or ~/.cache/ssl-st).")]
 EndpointOpt = Annotated[str | None, typer.Option(help="Hub endpoint (default: $HF_ENDPOINT or https://huggingface.co).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Download again even if a verified copy is cached.")]
+ValuesOpt = Annotated[str | None, typer.Option(
+    "--values", help="What the expression is: counts (default; else what the file records), normalized or log-normalized.")]
+TargetSumOpt = Annotated[float | None, typer.Option(
+    "--target-sum", help="With --values normalized|log-normalized: the sum each cell was scaled to, if known.")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -38,16 +46,77 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def read_h5ad(path: Path, what: str) -> Any:
-    """An AnnData file given on the command line, or a clear exit 2."""
+def read_h5ad(path: Path, what: str, *, values: str | None = None, target_sum: float | None = None,
+              expression: bool = True) -> Any:
+    """An AnnData file given on the command line, or a clear exit 2.
+
+    With ``expression`` its expression values are declared and checked as every reader does it
+    (:func:`ssl_st.io.declare_values`): ``values``/``target_sum`` from ``--values``/``--target-sum``,
+    else what the file records, else counts; undeclared non-integers exit 2 naming ``--values``.
+    """
     import anndata as ad
 
     if not path.is_file():
         raise fail(f"{path}: no such file ({what})")
     try:
-        return ad.read_h5ad(path)
+        adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for a truncated or foreign file
         raise fail(f"{path}: not a readable h5ad file ({type(exc).__name__}: {exc}); {what} must be AnnData .h5ad") from None
+    if expression:
+        from ssl_st.io import DataError, declare_values
+
+        try:
+            declare_values(adata, values, target_sum, file=path)
+        except DataError as exc:
+            raise fail(str(exc.spelled("cli"))) from None
+    return adata
+
+
+def progress_columns(*extra: ProgressColumn) -> tuple[ProgressColumn, ...]:
+    """The columns of every bar ssl-st draws: what, bar, N/M, elapsed, time remaining, then ``extra``."""
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), *extra)
+
+
+def _fields(fields: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in fields.items())
+
+
+@contextmanager
+def epoch_progress(description: str, total: int | None, *, console: Console | None = None) -> Iterator[Callable[..., None]]:
+    """Show a training loop's epochs: yields ``advance(epoch, **fields)`` (``epoch`` counts from 1;
+    ``fields`` such as ``loss=0.12`` are shown beside the bar).
+
+    On a terminal: a bar with epoch N/M, elapsed time and time remaining. Elsewhere (CI logs, pipes):
+    a line at every tenth of ``total``, ``stagate: epoch 40/400 (10%), loss 0.52, 0:00:05 elapsed, eta
+    0:00:45``. ``total`` None (a loop that does not say) shows the count alone.
+    """
+    console = console or err
+    if console.is_terminal:
+        with Progress(*progress_columns(TextColumn("{task.fields[info]}")), console=console) as bar:
+            task = bar.add_task(f"{description}, epochs", total=total, info="")
+            yield lambda epoch, **fields: bar.update(task, completed=epoch, info=_fields(fields))
+        return
+    start = time.monotonic()
+    step = max(1, (total or 10) // 10)
+
+    def advance(epoch: int, **fields: Any) -> None:
+        if epoch % step and epoch != total:
+            return
+        elapsed = time.monotonic() - start
+        of = f"/{total} ({epoch / total:.0%})" if total else ""
+        eta = f", eta {_clock(elapsed / epoch * (total - epoch))}" if total else ""
+        info = f", {_fields(fields)}" if fields else ""
+        console.print(f"{description}: epoch {epoch}{of}{info}, {_clock(elapsed)} elapsed{eta}",
+                      highlight=False, markup=False, soft_wrap=True)
+
+    yield advance
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def pull_files(files: dict, names: list[str] | None, cache_dir: Path | None, endpoint: str | None, force: bool) -> None:

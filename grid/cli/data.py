@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheOpt, EndpointOpt, ForceOpt, app, fail, out, pull_files
+from .common import CacheOpt, EndpointOpt, ForceOpt, TargetSumOpt, ValuesOpt, app, fail, out, pull_files
 
 data_app = typer.Typer(help="Datasets: import vendor outputs, download the study's files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -40,32 +40,39 @@ def data_import(
     path: Annotated[Path, typer.Argument(help="A Xenium or MERSCOPE output folder, or an .h5ad file.")],
     out_path: Annotated[Path, typer.Option("--out", help="Standard AnnData to write (.h5ad).")],
     fmt: Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label.")] = None,
-    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label (into obs['cell_type']).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="xenium/merscope: the labels CSV's label column (default: Cluster, cell_type, ...).")] = None,
+    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels, checked (default: none checked).")] = None,
     spatial_key: Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")] = None,
-    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with raw counts (or raw, X).")] = None,
+    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with the expression (or raw, X; default: the raw counts).")] = None,
+    gene_symbols: Annotated[str | None, typer.Option(help="h5ad: var column of gene symbols.")] = None,
+    gene_ids: Annotated[str | None, typer.Option(help="h5ad: var column of Ensembl ids.")] = None,
+    values: ValuesOpt = None,
+    target_sum: TargetSumOpt = None,
 ) -> None:
-    """Read what an instrument or portal produced into one standard AnnData (counts, coordinates, labels)."""
+    """Read what an instrument or portal produced into one standard AnnData (expression, coordinates, labels).
+
+    The expression's type (--values) is recorded in the file, so later commands need not be told again.
+    """
     from ssl_st import io
     from ssl_st.datasets import write_h5ad_atomic
 
-    options: dict = {}
-    if labels:
-        options["labels"] = labels
-    for key, value in (("label_key", label_key), ("spatial_key", spatial_key), ("counts_layer", counts_layer)):
-        if value:
-            options[key] = value
+    given = {"labels": labels, "label_column": label_column, "label_key": label_key, "spatial_key": spatial_key,
+             "counts_layer": counts_layer, "gene_symbols": gene_symbols, "gene_ids": gene_ids, "values": values,
+             "target_sum": target_sum}
+    options = {key: value for key, value in given.items() if value is not None}
+    if (fmt or io.guess_format(path)) == "h5ad":
+        options.setdefault("label_key", None)  # no --label-key: no label column is required
     try:
         adata = io.read(path, format=fmt, **options)
     except io.DataError as exc:
-        raise fail(str(exc)) from None
-    except TypeError as exc:  # an option the chosen reader does not take
-        raise fail(f"{exc}; see `ssl-st data import --help` for which options apply to which format") from None
+        raise fail(str(exc.spelled("cli"))) from None
     write_h5ad_atomic(adata, out_path)
     info = adata.uns.get("ssl_st_import", {})
     dropped = {k: v for k, v in info.items() if k.startswith("dropped_") and k != "dropped_features" and v}
+    kind = io.ValueType.recorded(adata.uns)
     out.print(
-        f"{out_path}: {adata.n_obs} cells x {adata.n_vars} genes ({info.get('format', fmt)})"
+        f"{out_path}: {adata.n_obs} cells x {adata.n_vars} genes ({info.get('format', fmt)}, {kind or 'counts'})"
         + (f"; dropped {dropped}" if dropped else ""),
         highlight=False,
     )

@@ -28,14 +28,20 @@ DEFAULT_RESULTS = Path("results")
 
 
 def _load(config: Path) -> tuple[ExperimentConfig, Plan]:
+    """The config and its plan, or exit 2 with every problem, including those that only the plan
+    shows (a task without cells, a label column an h5ad file lacks)."""
     from ..config import load_config
-    from ..plan import expand
+    from ..plan import expand, plan_problems
 
     try:
         cfg = load_config(config)
+        grid_plan = expand(cfg)
+        problems = plan_problems(grid_plan, config)
+        if problems:
+            raise ConfigError(str(config), problems)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    return cfg, expand(cfg)
+    return cfg, grid_plan
 
 
 def _hold_results(results: Path) -> None:
@@ -147,7 +153,7 @@ def run(
             raise fail(f"{exc}\nnothing was submitted") from None
         except KeyboardInterrupt:
             raise fail("interrupted; finished cells are saved, run the same command again to resume", 130) from None
-        err.print(f"finished in {summary.wall_s:.1f} s: {summary.done} done, {summary.failed} failed")
+        err.print(finished_line(summary.wall_s, done=summary.done, failed=summary.failed), highlight=False)
     else:
         err.print(f"{cfg.name}: all {len(grid_plan.cells)} cells are recorded; nothing to run (use --force to rerun)")
     _print_summary(grid_plan, store)
@@ -156,6 +162,12 @@ def run(
         err.print(f"{skipped_failed} failed cells were not retried (use --retry-failed); see `ssl-st status`")
     if failed_now:
         raise typer.Exit(1)
+
+
+def finished_line(wall_s: float, *, done: int, failed: int) -> str:
+    """The line a run ends with; failed cells come with where to read why."""
+    line = f"finished in {wall_s:.1f} s: {done} done, {failed} failed"
+    return line + ("; `ssl-st status` shows why each failed" if failed else "")
 
 
 def _print_summary(grid_plan: Plan, store: ResultStore) -> None:

@@ -7,7 +7,22 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheOpt, DeviceOpt, EndpointOpt, ForceOpt, SeedOpt, app, err, fail, out, pull_files, read_h5ad
+from .common import (
+    CacheOpt,
+    DeviceOpt,
+    EndpointOpt,
+    ForceOpt,
+    SeedOpt,
+    TargetSumOpt,
+    ValuesOpt,
+    app,
+    epoch_progress,
+    err,
+    fail,
+    out,
+    pull_files,
+    read_h5ad,
+)
 
 models_app = typer.Typer(help="Published checkpoints: download and verify.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -15,12 +30,14 @@ app.add_typer(models_app, name="models")
 @app.command()
 def embed(
     checkpoint: Annotated[Path, typer.Argument(help="A published or ssl-st checkpoint (.ckpt).")],
-    data: Annotated[Path, typer.Argument(help="Cells to embed (.h5ad; raw counts in layers['counts'] or X).")],
+    data: Annotated[Path, typer.Argument(help="Cells to embed (.h5ad; raw counts in layers['counts'] or X, or what --values declares).")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obsm[KEY].")],
-    genes: Annotated[Path | None, typer.Option(help="The model's gene order (default: var.parquet beside the checkpoint).")] = None,
+    genes: Annotated[Path | None, typer.Option(help="The model's gene order (default: <checkpoint>.var.parquet, else var.parquet beside the checkpoint).")] = None,
     key: Annotated[str | None, typer.Option(help="obsm key (default X_<method>).")] = None,
     normalize: Annotated[str, typer.Option(help="cp10k (upstream) or median (the study's spatial variant).")] = "cp10k",
     trusted: Annotated[bool, typer.Option("--trusted", help="Allow unpickling objects (only for files you trust).")] = False,
+    values: ValuesOpt = None,
+    target_sum: TargetSumOpt = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="Cells per forward pass.")] = 4096,
 ) -> None:
@@ -36,7 +53,7 @@ def embed(
         model = SSLModel.load(checkpoint, genes=genes, trusted=trusted)
     except CheckpointError as exc:
         raise fail(str(exc)) from None
-    adata = read_h5ad(data, "the cells to embed")
+    adata = read_h5ad(data, "the cells to embed", values=values, target_sum=target_sum)
     key = key or embedding_key(model.method)
     try:
         coverage = embed_cells(adata, model, key=key, target_sum=1e4 if normalize == "cp10k" else "median",
@@ -67,9 +84,9 @@ def _parse_set(items: list[str]) -> dict[str, float | int]:
 
 @app.command()
 def pretrain(
-    reference: Annotated[Path, typer.Argument(help="Reference cells (.h5ad, raw counts).")],
+    reference: Annotated[Path, typer.Argument(help="Reference cells (.h5ad; raw counts, or what --values declares).")],
     method: Annotated[str, typer.Option(help="A pretraining method: random-mask, gp-mask, barlow-twins (or a registered plugin).")],
-    out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.ckpt); var.parquet and a .json go beside it.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.ckpt); <name>.var.parquet and <name>.json go beside it.")],
     programs: Annotated[Path | None, typer.Option(help="gp-mask: gene programs (GMT file).")] = None,
     genes: Annotated[Path | None, typer.Option(help="Vocabulary to train in (var.parquet); default: the reference's genes.")] = None,
     units: Annotated[str, typer.Option(help="Encoder widths, comma-separated.")] = "512,512,256,256,64",
@@ -80,6 +97,8 @@ def pretrain(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     log_dir: Annotated[Path | None, typer.Option(help="TensorBoard directory (default: beside the checkpoint).")] = None,
+    values: ValuesOpt = None,
+    target_sum: TargetSumOpt = None,
 ) -> None:
     """Pretrain an encoder on any reference AnnData; writes a checkpoint in the published layout."""
     from ssl_st.models import PRETRAINING
@@ -109,7 +128,7 @@ def pretrain(
     from ssl_st.models import Architecture
     from ssl_st.pp import model_input
 
-    adata = read_h5ad(reference, "the reference")
+    adata = read_h5ad(reference, "the reference", values=values, target_sum=target_sum)
     vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(adata.var)
     inputs, coverage = model_input(adata, vocabulary)
     drop = dropout if dropout is not None else (0.0 if training.network == "barlow-twins" else 0.1)
@@ -117,16 +136,19 @@ def pretrain(
     log_dir = log_dir or out_path.with_suffix("").parent / f"{out_path.stem}-tensorboard"
     err.print(f"pretraining {method} on {adata.n_obs} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured); curves: {log_dir}")
 
-    def show(epoch: int, train: float, val: float) -> None:
-        err.print(f"  epoch {epoch + 1}: train {train:.5f}  val {val:.5f}", highlight=False)
+    with epoch_progress(f"pretraining {method}", training.epochs) as advance:
+        def show(epoch: int, total: int, train: float, val: float) -> None:  # epoch counts from 0
+            advance(epoch + 1, train=train, val=val)
 
-    try:
-        model = training.train(inputs, vocabulary, architecture, programs=gene_programs, seed=seed, device=device,
-                               log_dir=log_dir, on_epoch=show)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+        try:
+            model = training.train(inputs, vocabulary, architecture, programs=gene_programs, seed=seed, device=device,
+                                   log_dir=log_dir, on_epoch=show)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     path = model.save(out_path)
-    out.print(f"{path}: {method} checkpoint (best epoch {model.training.get('best_epoch', 0) + 1}); genes: {path.parent / 'var.parquet'}")
+    from ssl_st.models.base import vocabulary_path
+
+    out.print(f"{path}: {method} checkpoint (best epoch {model.training.get('best_epoch', 0) + 1}); genes: {vocabulary_path(path)}")
 
 
 @models_app.command("pull")

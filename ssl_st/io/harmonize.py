@@ -13,7 +13,7 @@ from typing import Literal
 from anndata import AnnData
 
 from ..orthologs import read_orthologs, species_of, to_human
-from .validate import DataError
+from .checks import DataError
 
 Species = Literal["human", "mouse"]
 

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .validate import DataError, check_spatial, finish_import, read_csv, summarise_names, wrong_format_hint
+from .checks import DataError, check_spatial, finish_import, read_csv, summarise_names, wrong_format_hint
 
 COUNTS = "cell_by_gene.csv"
 METADATA = "cell_metadata.csv"

@@ -28,7 +28,7 @@ import scipy.io
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .validate import (
+from .checks import (
     ENSEMBL,
     DataError,
     check_spatial,
@@ -60,7 +60,7 @@ def _read_h5(file: Path) -> Matrix:
         with h5py.File(file, "r") as handle:
             if "matrix" not in handle:
                 is_anndata = {"X", "obs", "var"} <= set(handle)
-                hint = " It holds an AnnData (X, obs, var): use read_h5ad." if is_anndata else ""
+                hint = " It holds an AnnData (X, obs, var): read it with {format=h5ad}." if is_anndata else ""
                 raise DataError(file, "group 'matrix'", f"is missing (top level has {sorted(handle)})",
                                 f"a 10x feature-barcode HDF5 keeps its counts under /matrix.{hint}")
             group = handle["matrix"]

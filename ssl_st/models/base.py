@@ -1,14 +1,18 @@
 """``SSLModel``: a network, the gene vocabulary it reads, and versioned metadata.
 
-On disk a model is three files side by side, as on the hub:
+On disk a model is three files side by side, each named after the checkpoint, so that any number of
+models share a folder:
 
 - ``<name>.ckpt`` — the weights in the published layout (:mod:`.checkpoints`), so one loader reads
   ours and theirs;
-- ``var.parquet`` — the vocabulary (``feature_id``, ``feature_name``) in input order;
+- ``<name>.var.parquet`` — the vocabulary (``feature_id``, ``feature_name``) in input order;
 - ``<name>.json`` — ssl-st's metadata: ``format_version``, method, ``layout`` (the network kind),
   architecture, training history. Optional: published checkpoints have none, and their architecture
   is read off the weight shapes. The network is always built from the checkpoint's own layout, so a
   model loads whether or not the method that trained it is registered in the loading process.
+
+The published layout has one ``var.parquet`` for all its checkpoints; :meth:`SSLModel.load` falls
+back to it (and so do model folders written before the vocabulary was named after its checkpoint).
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ FORMAT_VERSION = 1
 # Below this fill fraction the first layer multiplies sparse rows (measured by bench/embed_throughput.py).
 SPARSE_FIRST_LAYER_BELOW = 0.25
 CHECKPOINT_NAME = "model.ckpt"
-VOCABULARY_NAME = "var.parquet"
+VOCABULARY_NAME = "var.parquet"  # the published layout's one vocabulary per folder
+
+
+def vocabulary_path(checkpoint: str | Path) -> Path:
+    """The vocabulary sidecar written with ``checkpoint``: ``a.ckpt`` -> ``a.var.parquet``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.{VOCABULARY_NAME}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -116,8 +126,8 @@ class SSLModel:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the checkpoint (a ``.ckpt`` path, or a directory for ``model.ckpt``), its JSON sidecar
-        and ``var.parquet`` beside it; returns the checkpoint path.
+        """Write the checkpoint (a ``.ckpt`` path, or a directory for ``model.ckpt``) and, beside it,
+        its JSON sidecar and vocabulary (:func:`vocabulary_path`); returns the checkpoint path.
 
         A directory is written whole into a temporary sibling and renamed into place, replacing any
         model there (:func:`checkpoints.replace_dir`): a reader sees the old model or the new one,
@@ -145,7 +155,7 @@ class SSLModel:
             "architecture": self.architecture.to_json(),
             "training": self.training,
         }
-        sidecar, genes = path.with_suffix(".json"), path.parent / VOCABULARY_NAME
+        sidecar, genes = path.with_suffix(".json"), vocabulary_path(path)
         tmp_sidecar, tmp_genes = sidecar.with_name(f".{sidecar.name}.tmp"), genes.with_name(f".{genes.name}.tmp")
         try:
             tmp_sidecar.write_text(json.dumps(meta, indent=1, default=float))
@@ -164,16 +174,24 @@ class SSLModel:
     def load(cls, path: str | Path, *, genes: str | Path | None = None, trusted: bool = False) -> SSLModel:
         """Load a checkpoint in any published layout, or one written by :meth:`save`.
 
-        ``genes`` is the vocabulary file (default: ``var.parquet`` beside the checkpoint).
+        ``genes`` is the vocabulary file; without it, the one named after the checkpoint
+        (:func:`vocabulary_path`), else the published layout's ``var.parquet`` beside it.
         """
         ckpt = _checkpoint_path(path)
         layout, state = checkpoints.read(ckpt, trusted=trusted)
         shape = checkpoints.shape_of(layout, state)
-        genes = Path(genes) if genes else ckpt.parent / VOCABULARY_NAME
-        if not genes.is_file():
-            raise checkpoints.CheckpointError(
-                f"{ckpt}: no gene order found at {genes}; pass the model's var.parquet (CLI: --genes)"
-            )
+        if genes:
+            genes = Path(genes)
+            if not genes.is_file():
+                raise checkpoints.CheckpointError(f"{ckpt}: no gene order file at {genes}")
+        else:
+            candidates = (vocabulary_path(ckpt), ckpt.parent / VOCABULARY_NAME)
+            genes = next((c for c in candidates if c.is_file()), None)
+            if genes is None:
+                raise checkpoints.CheckpointError(
+                    f"{ckpt}: no gene order found at {' or '.join(map(str, candidates))}; "
+                    "pass the model's var.parquet (CLI: --genes)"
+                )
         vocabulary = Vocabulary.from_parquet(genes)
         if len(vocabulary) != shape.n_genes:
             raise checkpoints.CheckpointError(

@@ -115,6 +115,8 @@ class Pretraining(ABC):
     ) -> SSLModel:
         """Pretrain on normalised inputs in vocabulary order (see :func:`ssl_st.pp.model_input`);
         ``programs`` maps names to gene symbols (e.g. from :func:`ssl_st.programs.read_gmt`).
+        ``on_epoch(epoch, total, train_loss, val_loss)`` follows every epoch, ``total`` being
+        ``self.epochs`` (:data:`ssl_st.models.training.EpochCallback`).
 
         The run every method shares: the method's loss, a seeded init of its network, the loop of
         :func:`ssl_st.models.training.fit`, and a model whose ``training`` record holds the settings,

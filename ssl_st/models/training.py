@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 # (network, dense batch, random generator) -> scalar loss
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
-EpochCallback = Callable[[int, float, float], None]
+# Called after every epoch of every training loop in ssl_st (pretraining here, fine-tuning and the
+# supervised baseline in :mod:`ssl_st.tasks.finetune`) as ``on_epoch(epoch, total, train_loss,
+# val_loss)``: ``epoch`` counts from 0 and ``total`` is the most epochs the loop will run, so that a
+# caller can draw a bar and an ETA without knowing the loop's config. A loop with early stopping
+# (fine-tuning) may end before ``epoch + 1 == total``; it never runs more.
+EpochCallback = Callable[[int, int, float, float], None]
 
 
 def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False):
@@ -91,7 +96,7 @@ def fit(
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(network.state_dict()))
         if on_epoch is not None:
-            on_epoch(epoch, train_loss, val_loss)
+            on_epoch(epoch, plan.epochs, train_loss, val_loss)
     if writer is not None:
         writer.close()
     network.load_state_dict(best[2])

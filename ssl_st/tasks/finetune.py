@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ..genes import Vocabulary
     from ..models import Architecture, SSLModel
+    from ..models.training import EpochCallback
 
 
 def _dense(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -65,8 +66,13 @@ def train_classifier(
     seed: int,
     device: torch.device,
     trainable: list[nn.Parameter],
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, float]:
-    """Cross-entropy training with early stopping on validation loss; restores the best weights."""
+    """Cross-entropy training with early stopping on validation loss; restores the best weights.
+
+    ``on_epoch(epoch, config.max_epochs, train_loss, val_loss)`` follows every epoch (see
+    :data:`ssl_st.models.training.EpochCallback`); early stopping may end the loop sooner.
+    """
     rng = np.random.default_rng(seed)
     network.to(device)
     targets = torch.from_numpy(y).to(device)
@@ -77,6 +83,7 @@ def train_classifier(
     for epoch in range(config.max_epochs):
         network.train()
         order = rng.permutation(train)
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             _, logits = network(_dense(x, idx, device))
@@ -84,7 +91,10 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            total += loss.detach() * len(idx)
         val_loss = _mean_loss(network, x, targets, val, 1024, device)
+        if on_epoch is not None:
+            on_epoch(epoch, config.max_epochs, total.item() / max(len(order), 1), val_loss)
         if val_loss < best - config.min_delta:
             best, best_epoch, best_state, waited = val_loss, epoch, copy.deepcopy(network.state_dict()), 0
         else:
@@ -106,19 +116,26 @@ def _evaluate(network, x, y_names, classes, train, test, k, device) -> dict[str,
     return {**knn_scores(embedding, y_names, train, test, k), **{f"head_{m}": v for m, v in head.items()}}
 
 
-def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of) -> TaskResult:
+def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of, on_epoch) -> TaskResult:
     y_names = labels(adata, config.label_key)
     classes, y = np.unique(y_names, return_inverse=True)
     train, val, test = split_indices(adata.n_obs, seed, config.split)
     x, coverage = model_input(adata, vocabulary, config.target_sum, min_coverage=config.min_coverage)
     target = resolve_device(device)
-    history = train_classifier(network, x, y, train, val, ft, seed=seed, device=target, trainable=trainable_of(network))
+    history = train_classifier(network, x, y, train, val, ft, seed=seed, device=target, trainable=trainable_of(network),
+                               on_epoch=on_epoch)
     scores = _evaluate(network, x, y_names, classes, train, test, config.k, target)
     return TaskResult(scores, {**_info(adata, y_names, train, test, coverage), **history})
 
 
 def fine_tune(
-    adata: AnnData, model: SSLModel, config: CellTypeConfig, ft: FineTuneConfig, seed: int, device: str = "auto"
+    adata: AnnData,
+    model: SSLModel,
+    config: CellTypeConfig,
+    ft: FineTuneConfig,
+    seed: int,
+    device: str = "auto",
+    on_epoch: EpochCallback | None = None,
 ) -> TaskResult:
     n_classes = len(np.unique(labels(adata, config.label_key)))
     arch = model.architecture
@@ -134,7 +151,7 @@ def fine_tune(
             encoder = encoder[-5:]
         return encoder + list(net.head.parameters())
 
-    return _run(adata, model.vocabulary, network, config, ft, seed, device, trainable)
+    return _run(adata, model.vocabulary, network, config, ft, seed, device, trainable, on_epoch)
 
 
 def supervised(
@@ -145,8 +162,9 @@ def supervised(
     ft: FineTuneConfig,
     seed: int,
     device: str = "auto",
+    on_epoch: EpochCallback | None = None,
 ) -> TaskResult:
     n_classes = len(np.unique(labels(adata, config.label_key)))
     torch.manual_seed(seed)
     network = Classifier(len(vocabulary), n_classes, architecture.units, architecture.activation, architecture.dropout)
-    return _run(adata, vocabulary, network, config, ft, seed, device, lambda net: list(net.parameters()))
+    return _run(adata, vocabulary, network, config, ft, seed, device, lambda net: list(net.parameters()), on_epoch)

@@ -2,14 +2,18 @@
 
 The standard every reader returns (and :func:`validate` checks):
 
-- raw counts in ``layers['counts']`` and ``X``: finite, non-negative, integer-valued;
+- expression of a declared type (:mod:`.values`, recorded in ``uns['ssl_st']``): raw counts in
+  ``layers['counts']`` and ``X``, finite, non-negative, integer-valued; or normalised or
+  log-normalised values in ``X``, finite and non-negative;
 - ``obsm['spatial']``: float64, n x 2, finite (micrometres for Xenium and MERSCOPE);
 - unique cell ids (``obs_names``) and unique gene names (``var_names``, after dropping controls);
 - the label column, when one is asked for, present in ``obs`` and not empty.
 
 Every problem raises :class:`DataError`, whose message names the file, the field and the fix:
 a user who pointed ssl-st at the wrong folder should learn what to do from one line, not from a
-``KeyError`` traceback ten frames deep in pandas.
+``KeyError`` traceback ten frames deep in pandas. A fix names options as ``{label_key}`` or
+``{values=normalized}``, spelled for whoever reads it (:data:`OPTIONS`): ``label_key=`` in Python,
+``--label-key`` on the command line, ``label_key:`` in experiments.yaml (:meth:`DataError.spelled`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+
+from .values import COUNTS, ValueType
 
 ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 # What a labels CSV may call its two columns (10x's supplementary annotations use Barcode, Cluster).
@@ -29,15 +36,59 @@ LABEL_ID_COLUMNS = ("Barcode", "barcode", "cell_id", "cell", "EntityID", "cell_I
 LABEL_VALUE_COLUMNS = ("Cluster", "cluster", "cell_type", "celltype", "label", "group", "annotation")
 
 
+Audience = Literal["python", "cli", "yaml"]
+# An option as each audience writes it: the Python keyword, the command-line flag, the experiments.yaml key.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "format": ("--format", "source"),
+    "values": ("--values", "values"),
+    "target_sum": ("--target-sum", "target_sum"),
+    "counts_layer": ("--counts-layer", "counts_layer"),
+    "label_key": ("--label-key", "label_key"),
+    "labels": ("--labels", "labels"),
+    "label_column": ("--label-column", "label_column"),
+    "spatial_key": ("--spatial-key", "spatial_key"),
+    "gene_symbols": ("--gene-symbols", "gene_symbols"),
+    "gene_ids": ("--gene-ids", "gene_ids"),
+}
+_OPTION = re.compile(r"\{(\w+)(?:=([^{}]*))?\}")
+
+
+def spell(text: str, audience: Audience = "python") -> str:
+    """``text`` with each ``{option}`` / ``{option=value}`` written as ``audience`` writes it."""
+    def one(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in OPTIONS:
+            return match.group(0)
+        flag, key = OPTIONS[name]
+        if audience == "cli":
+            return flag if value is None else f"{flag} {value}"
+        if audience == "yaml":
+            return f"{key}:" if value is None else f"{key}: {value}"
+        if value is None:
+            return f"{name}="
+        plain = value == "None" or value.replace(".", "", 1).isdigit()
+        return f"{name}={value if plain else repr(value)}"
+
+    return _OPTION.sub(one, text)
+
+
 class DataError(ValueError):
-    """An input file cannot become a standard AnnData. ``file``, ``field`` and ``fix`` are kept apart."""
+    """An input file cannot become a standard AnnData. ``file``, ``field``, ``problem`` and ``fix`` are
+    kept apart, spelled for ``audience`` (the templates stay, so :meth:`spelled` can respell them)."""
 
-    def __init__(self, file: str | Path, field: str, problem: str, fix: str) -> None:
-        self.file, self.field, self.problem, self.fix = str(file), field, problem, fix
-        super().__init__(f"{file}: {field} {problem}; {fix}")
+    def __init__(self, file: str | Path, field: str, problem: str, fix: str, audience: Audience = "python") -> None:
+        self._templates = (field, problem, fix)
+        self.audience = audience
+        self.file = str(file)
+        self.field, self.problem, self.fix = (spell(part, audience) for part in self._templates)
+        super().__init__(f"{file}: {self.field} {self.problem}; {self.fix}")
 
-    def __reduce__(self):  # keep the four parts when pickled (Ray ships exceptions between workers)
-        return (type(self), (self.file, self.field, self.problem, self.fix))
+    def spelled(self, audience: Audience) -> DataError:
+        """The same error with its options as ``audience`` writes them (``cli``: ``--label-key``)."""
+        return DataError(self.file, *self._templates, audience=audience)
+
+    def __reduce__(self):  # keep the parts when pickled (Ray ships exceptions between workers)
+        return (type(self), (self.file, *self._templates, self.audience))
 
 
 def guess_format(path: str | Path) -> str | None:
@@ -60,8 +111,7 @@ def wrong_format_hint(path: str | Path, expected: str) -> str:
     found = guess_format(path)
     if found is None or found == expected:
         return ""
-    readers = {"xenium": "read_xenium", "merscope": "read_merscope", "h5ad": "read_h5ad"}
-    return f" It looks like {found} data instead: use {readers[found]}(...) or read(..., format='{found}')."
+    return f" It looks like {found} data instead: read it with {{format={found}}}."
 
 
 def summarise_names(names: Sequence[str], limit: int = 50) -> str:
@@ -89,7 +139,7 @@ def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None =
     file = Path(file)
     if not file.is_file():
         raise DataError(file, "labels file", "does not exist",
-                        "pass labels= the path of a CSV with a cell id and a label column")
+                        "{labels} takes the path of a CSV with a cell id and a label column")
     table = read_csv(file, "a labels CSV maps cell ids to labels (columns Barcode, Cluster)", dtype=str)
     id_col = next((c for c in LABEL_ID_COLUMNS if c in table.columns), None)
     value_col = label_column or next((c for c in LABEL_VALUE_COLUMNS if c in table.columns), None)
@@ -99,7 +149,7 @@ def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None =
     if id_col is None or value_col is None or value_col not in table.columns:
         raise DataError(file, "columns", f"are {list(table.columns)}; no cell id column ({'/'.join(LABEL_ID_COLUMNS)}) "
                         f"and label column ({label_column or '/'.join(LABEL_VALUE_COLUMNS)}) found",
-                        "rename them (10x's annotation CSVs use Barcode, Cluster) or pass label_column=")
+                        "rename them (10x's annotation CSVs use Barcode, Cluster) or name the label column with {label_column}")
     mapping = table.drop_duplicates(id_col).set_index(id_col)[value_col]
     labels = mapping.reindex(pd.Index(cell_ids.astype(str)))
     if labels.isna().all():
@@ -110,14 +160,24 @@ def read_labels(file: str | Path, cell_ids: pd.Index, label_column: str | None =
     return labels, int(labels.isna().sum())
 
 
-def check_counts(matrix: sp.spmatrix | np.ndarray, file: str | Path, field: str,
-                 cells: Sequence[str] | None = None, genes: Sequence[str] | None = None) -> None:
-    """Raise unless ``matrix`` holds raw counts: finite, non-negative integers.
+# What an undeclared non-integer matrix may be, and how to say so (a reader adds where counts may be).
+DECLARE = ("declare what they are with {values=normalized} or {values=log-normalized} "
+           "(and {target_sum} if the sum each cell was scaled to is known)")
+LOG1P_MAX = 25.0  # log1p of 7e10: no log-normalised value comes near it, normalised ones often do
+
+
+def check_values(matrix: sp.spmatrix | np.ndarray, values: ValueType, file: str | Path, field: str,
+                 cells: Sequence[str] | None = None, genes: Sequence[str] | None = None, *,
+                 elsewhere: str = "") -> None:
+    """Raise unless ``matrix`` holds what ``values`` declares: finite and non-negative numbers; integers
+    for counts (the one check every reader and command makes, so undeclared normalised values are refused
+    everywhere alike); log1p-sized numbers for log-normalised values.
 
     With ``cells``/``genes`` the message points at the first bad entry, e.g. column 'GAD1' of a CSV.
+    ``elsewhere`` completes the fix where the reader could look elsewhere, e.g. "; {counts_layer} names another layer".
     """
     matrix = matrix.tocsr() if sp.issparse(matrix) else np.asarray(matrix)
-    values = matrix.data if sp.issparse(matrix) else matrix.ravel()
+    data = matrix.data if sp.issparse(matrix) else matrix.ravel()
 
     def first(bad: np.ndarray) -> str:  # "(first: cell 'c7', gene 'GAD1')" for the first True in bad
         if cells is None or genes is None or matrix.ndim != 2:
@@ -127,23 +187,82 @@ def check_counts(matrix: sp.spmatrix | np.ndarray, file: str | Path, field: str,
                     if sp.issparse(matrix) else divmod(k, matrix.shape[1]))
         return f" (first: cell {str(cells[row])!r}, gene {str(genes[col])!r})"
 
-    if values.dtype.kind not in "biuf":
-        raise DataError(file, field, f"has dtype {values.dtype}, not numbers", "raw counts must be a numeric matrix")
-    if values.dtype.kind == "f":
-        bad = ~np.isfinite(values)
+    what = "raw counts" if values.is_counts else f"{values.kind} values"
+    if data.dtype.kind not in "biuf":
+        raise DataError(file, field, f"has dtype {data.dtype}, not numbers", f"{what} must be a numeric matrix")
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
         if bad.any():
             raise DataError(file, field, f"holds {int(bad.sum())} NaN/infinite values{first(bad)}",
-                            "raw counts cannot be missing; re-export the matrix or fill the gaps with 0 on purpose")
-    if values.size and values.min() < 0:
-        raise DataError(file, field, f"holds negative values (min {values.min():g}){first(values < 0)}",
-                        "raw counts are >= 0; this looks like scaled/centred data: point ssl-st at the raw counts")
-    if values.dtype.kind == "f" and values.size:
-        frac = values != np.round(values)
+                            f"{what} cannot be missing; re-export the matrix or fill the gaps with 0 on purpose")
+    if data.size and data.min() < 0:
+        raise DataError(file, field, f"holds negative values (min {data.min():g}){first(data < 0)}",
+                        "expression is >= 0; this looks like scaled/centred data (sc.pp.scale): use the raw counts, "
+                        "or the normalised values from before the scaling" + elsewhere)
+    if values.is_counts and data.dtype.kind == "f" and data.size:
+        frac = data != np.round(data)
         if frac.any():
-            example = float(values[np.argmax(frac)])
+            example = float(data[np.argmax(frac)])
             raise DataError(file, field, f"holds non-integer values (e.g. {example:g}){first(frac)}: not raw counts",
-                            "the models normalise counts themselves: pass the raw counts, e.g. "
-                            "read_h5ad(..., counts_layer='<layer with counts>') or the file's .raw")
+                            DECLARE + elsewhere)
+    if values.kind == "log-normalized" and data.size and data.max() > LOG1P_MAX:
+        raise DataError(file, field, f"holds values up to {data.max():g}{first(data > LOG1P_MAX)}: too large for "
+                        "log1p of normalised values", "if they are not logged, declare {values=normalized}")
+
+
+def resolve_values(declared: ValueType | None, recorded: ValueType | None, file: str | Path) -> ValueType:
+    """The value type to read a file with: as declared, else as the file records (an ssl-st import),
+    else counts. A declaration that contradicts the record is an error: one of them is wrong."""
+    if declared is None:
+        return recorded or COUNTS
+    if recorded is not None and recorded.kind != declared.kind:
+        raise DataError(file, "uns['ssl_st']", f"records values: {recorded} (from its import), but "
+                        f"{{values={declared.kind}}} was declared",
+                        "drop the declaration, or import the original file again with the right one")
+    if declared.target_sum is None and recorded is not None:
+        return recorded
+    return declared
+
+
+def declared_type(values: str | None, target_sum: float | None, file: str | Path) -> ValueType | None:
+    """``values``/``target_sum`` as a user wrote them, checked (None: nothing declared)."""
+    if values is None and target_sum is None:
+        return None
+    try:
+        return ValueType(values or "counts", target_sum)  # type: ignore[arg-type]
+    except ValueError as err:
+        if "target sum" in str(err) or "target_sum" in str(err):
+            raise DataError(file, "{target_sum}", f"is not valid: {err}",
+                            "declare {values=normalized} or {values=log-normalized} with it") from None
+        raise DataError(file, "{values}", f"is not valid: {err}", "write {values=counts}, {values=normalized} or "
+                        "{values=log-normalized}") from None
+
+
+def expression_field(adata: AnnData, values: ValueType) -> str:
+    """Where an AnnData's expression is: ``layers['counts']`` (else ``X``) for counts, ``X`` otherwise."""
+    return "layers['counts']" if values.is_counts and "counts" in adata.layers else "X"
+
+
+def record_values(adata: AnnData, values: ValueType) -> None:
+    """Keep the type in ``uns['ssl_st']`` (next to what :func:`ssl_st.tl.embed` records there)."""
+    record = {k: v for k, v in dict(adata.uns.get("ssl_st", {})).items() if k not in ("values", "target_sum")}
+    adata.uns["ssl_st"] = record | values.as_uns()
+
+
+def declare_values(adata: AnnData, values: str | None = None, target_sum: float | None = None, *,
+                   file: str | Path) -> ValueType:
+    """Decide what ``adata``'s expression values are, check them and record the answer in ``uns``.
+
+    What the standalone commands (``ssl-st cluster``, ``embed``, ``pretrain``) run on an AnnData as the
+    user gave it; the readers make the same decision (:func:`resolve_values`) and check
+    (:func:`check_values`) on the matrix they pick. Raises :class:`DataError`.
+    """
+    kind = resolve_values(declared_type(values, target_sum, file), ValueType.recorded(adata.uns), file)
+    field = expression_field(adata, kind)
+    check_values(adata.layers["counts"] if field != "X" else adata.X, kind, file, field, adata.obs_names,
+                 adata.var_names)
+    record_values(adata, kind)
+    return kind
 
 
 def check_spatial(xy: object, file: str | Path, field: str, n_obs: int,
@@ -156,7 +275,7 @@ def check_spatial(xy: object, file: str | Path, field: str, n_obs: int,
     if array.ndim != 2 or array.shape != (n_obs, 2):
         raise DataError(file, field, f"has shape {array.shape}, expected ({n_obs}, 2)",
                         "store one (x, y) row per cell: drop z or extra columns, "
-                        "or pass spatial_key= naming the 2-D array")
+                        "or name the 2-D array with {spatial_key}")
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
         where = f" (first: cell {str(cells[int(np.argmax(bad))])!r})" if cells is not None else ""
@@ -186,8 +305,9 @@ def validate(adata: AnnData, *, source: str, label_key: str | None = "cell_type"
     if adata.n_vars == 0:
         raise DataError(file("genes"), "genes", "are absent: 0 genes remain (after dropping controls/blanks)",
                         "the file holds no gene-expression features; check it is the cell-by-gene matrix")
-    field = "layers['counts']" if "counts" in adata.layers else "X"
-    check_counts(adata.layers["counts"] if "counts" in adata.layers else adata.X, file("counts"), field,
+    values = ValueType.recorded(adata.uns) or COUNTS
+    field = expression_field(adata, values)
+    check_values(adata.layers["counts"] if field != "X" else adata.X, values, file("counts"), field,
                  adata.obs_names, adata.var_names)
     if adata.var_names.has_duplicates:
         raise DataError(file("genes"), "gene names (var_names)", f"are duplicated: {_duplicates(adata.var_names)}",
@@ -199,14 +319,14 @@ def validate(adata: AnnData, *, source: str, label_key: str | None = "cell_type"
         check_spatial(adata.obsm["spatial"], file("spatial"), "obsm['spatial']", adata.n_obs, adata.obs_names)
     elif require_spatial:
         raise DataError(file("spatial"), "obsm['spatial']", "is missing: no cell coordinates",
-                        "spatial tasks need (x, y) per cell; read the section with its coordinates (spatial_key=)")
+                        "spatial tasks need (x, y) per cell; name the coordinates with {spatial_key}")
     if label_key is not None:
         if label_key not in adata.obs.columns:
             raise DataError(file("labels"), f"obs['{label_key}']", f"is absent; obs has {list(adata.obs.columns)}",
-                            "pass label_key= naming the label column, or label_key=None for unlabelled data")
+                            "name the label column with {label_key}")
         if adata.obs[label_key].isna().all():
             raise DataError(file("labels"), f"obs['{label_key}']", "holds no labels (all missing)",
-                            "use the column that holds the cell types, or label_key=None")
+                            "name the column that holds the cell types with {label_key}")
 
 
 def finish_import(
@@ -222,5 +342,6 @@ def finish_import(
         adata.obs["cell_type"], info["unlabeled_cells"] = read_labels(labels, adata.obs_names, label_column)
         files["labels"] = str(labels)
     adata.uns["ssl_st_import"] = info
+    record_values(adata, COUNTS)  # instruments count molecules: their outputs are counts
     validate(adata, source=str(folder), label_key="cell_type" if labels is not None else None, files=files)
     return adata
