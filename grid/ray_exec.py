@@ -61,14 +61,19 @@ class Unschedulable(Exception):
 
 def connect(
     address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None, retries: int = 1
-) -> None:
-    """Join the cluster at ``address``, or start an embedded local Ray; no-op if already connected.
+) -> bool:
+    """Join the cluster at ``address`` (else at ``RAY_ADDRESS``, which ``ray job submit`` sets for
+    its entrypoint), or start an embedded local Ray; returns whether a cluster was joined. No-op
+    (False) if already connected.
 
+    Without an address the instance is always a new one (``address="local"``): a bare ``ray.init()``
+    silently joins any cluster ``ray start`` left running on the machine, with other resources.
     ``retries`` also bounds Ray's retries of tasks killed by its memory monitor, which ignore
     ``max_retries`` and default to unbounded: a cell that always needs more memory than the node
     has was rerun forever, and the run never ended."""
     if ray.is_initialized():
-        return
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     # The owner (this driver) decides OOM retries from its own RayConfig, which reads RAY_* variables
     # at start; on a cluster this is the only handle we have. The embedded instance gets it twice.
     os.environ["RAY_task_oom_retries"] = str(retries)
@@ -78,11 +83,13 @@ def connect(
     try:
         if address:
             ray.init(address=address, runtime_env=shipped_code(), log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _system_config={"task_oom_retries": retries}, **quiet)
-            from . import reaper
+            return True
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                 _system_config={"task_oom_retries": retries}, **quiet)
+        from . import reaper
 
-            reaper.start()  # after a kill -9 of this process, Ray's agents would linger for minutes
+        reaper.start()  # after a kill -9 of this process, Ray's agents would linger for minutes
+        return False
     except Exception as err:  # Ray raises ConnectionError, RuntimeError or its own AuthenticationError
         hint = ""
         if "auth" in str(err).lower() or "token" in str(err).lower():

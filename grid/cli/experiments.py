@@ -119,7 +119,7 @@ def plan(
 def run(
     config: ConfigArg = DEFAULT_CONFIG,
     results: ResultsOpt = DEFAULT_RESULTS,
-    address: Annotated[str | None, typer.Option(help="Existing Ray cluster (e.g. ray://head:10001 or host:6379); default: embedded local Ray.")] = None,
+    address: Annotated[str | None, typer.Option(help="Existing Ray cluster (e.g. ray://head:10001 or host:6379); default: $RAY_ADDRESS if set (ray job submit sets it), else a new embedded local Ray.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun cells recorded as failed.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rerun every cell and rebuild the datasets and models it uses.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
@@ -140,7 +140,7 @@ def run(
         from .. import ray_exec
 
         try:
-            ray_exec.connect(address, num_cpus=num_cpus, retries=cfg.retries)
+            joined = ray_exec.connect(address, num_cpus=num_cpus, retries=cfg.retries)
         except ConnectionError as exc:
             raise fail(str(exc)) from None
         err.print(f"{cfg.name}: running {len(todo)} of {len(grid_plan.cells)} cells -> {results}")
@@ -148,7 +148,7 @@ def run(
             with make_progress(err) as progress:
                 # a cluster joined with --address may have an autoscaler that adds bigger nodes on demand
                 summary = ray_exec.execute(grid_plan, todo, results, store, progress, rebuild=force,
-                                           cluster_may_grow=address is not None)
+                                           cluster_may_grow=joined)
         except ray_exec.Unschedulable as exc:
             raise fail(f"{exc}\nnothing was submitted") from None
         except KeyboardInterrupt:
