@@ -24,19 +24,22 @@ GRACE_S = 3.0  # after a clean exit ray.shutdown() has already stopped everythin
 
 
 def start(driver_pid: int | None = None) -> None:
-    """Start the reaper for the embedded Ray started by this process (call after ``ray.init``).
+    """Start the reaper for the Ray processes this process started (call after ``ray.init``), and
+    return once it has recorded them: a driver killed before that would leave them all behind.
 
     The pipe's write end is left open on purpose for the rest of this process's life: it is not
     inheritable, so Ray's own processes never hold it, and the kernel closes it when we exit."""
     read_end, write_end = os.pipe()
-    subprocess.Popen(
+    reaper = subprocess.Popen(
         [sys.executable, "-m", "grid.reaper", str(driver_pid or os.getpid())],
-        stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C in the terminal goes to the driver, which shuts Ray down itself
         close_fds=True,
     )
     os.close(read_end)
     _KEEP_OPEN.append(write_end)
+    reaper.stdout.readline()  # "ready", or end of file if it could not start: nothing to wait for then
+    reaper.stdout.close()
 
 
 _KEEP_OPEN: list[int] = []  # the write ends above: closing one would tell the reaper we died
@@ -75,6 +78,8 @@ def main(driver_pid: int) -> None:
             known[_key(proc)] = proc
         except psutil.NoSuchProcess:
             continue
+    print("ready", flush=True)
+    sys.stdout.close()
     sys.stdin.buffer.read()  # returns at end of file: the driver has exited
     psutil.wait_procs(list(known.values()), timeout=GRACE_S)
     procs = leftovers(known, raylet)

@@ -61,6 +61,11 @@ def ray_cluster():
         head_node_args={"num_cpus": 2, "object_store_memory": 256 * 1024**2, "include_dashboard": False},
     )
     ray.init(address=cluster.address, log_to_driver=False)
+    from grid import reaper
+
+    # The cluster's processes are not tied to this one (as `ray start`'s are not to the shell): if
+    # pytest is killed (a CI timeout), the reaper ends them instead of leaving a cluster behind.
+    reaper.start()
     try:
         yield cluster
     finally:
