@@ -18,6 +18,16 @@ follows live tensors rather than glibc's heap retention. Time: median wall and p
 per timed epoch; the CPU column is the one to trust on a shared machine.
 
     python bench/cluster_scaling.py --sizes 10000 50000 200000 --epochs 3
+
+``--memory`` measures instead whether memory stays flat over a long fit (issue 11, finding 4):
+STAGATE and GraphST on one small slide (``--memory-cells`` 621 spots x ``--memory-genes`` 3,000,
+as the finding measured) for ``--memory-epochs`` (500), the resident set sampled after every epoch,
+with glibc's allocator left at its defaults as users run it. It prints the slope in MiB per 100
+epochs for today's training loop and for the loop as it was before the fix (kept in this file as
+``legacy_run_epochs`` and swapped in by its child process), each model and loop in a fresh
+subprocess:
+
+    python bench/cluster_scaling.py --memory --memory-epochs 500
 """
 
 from __future__ import annotations
@@ -162,6 +172,93 @@ def measure(n_cells: int, args: argparse.Namespace) -> dict:
     }
 
 
+def legacy_run_epochs(loss_fn, optimizer, epochs, *, clip_params=None, clip_norm=None, progress=None):
+    """``cluster.training.run_epochs`` before issue 11: it kept every epoch's ``loss.detach()``, and on
+    CPU ``F.mse_loss`` returns a 0-d view of its whole n x genes elementwise buffer, so STAGATE kept
+    one such buffer per epoch. The baseline of ``--memory``; do not use it for anything else."""
+    import torch
+
+    losses = []
+    for epoch in range(1, epochs + 1):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        if clip_norm is not None and clip_params is not None:
+            torch.nn.utils.clip_grad_norm_(clip_params, clip_norm)
+        optimizer.step()
+        losses.append(loss.detach())
+        if progress is not None:
+            progress(epoch, float(loss.detach()))
+    if not losses:
+        return ()
+    return tuple(float(v) for v in torch.stack(losses).cpu().tolist())
+
+
+def measure_memory(model: str, loop: str, args: argparse.Namespace) -> dict:
+    """One long fit in this process: the resident set after every epoch, and its slope."""
+    import psutil
+
+    import cluster.training as training
+    from ssl_st.threads import limit_threads
+
+    limit_threads(args.threads)
+    if loop == "legacy":
+        training.run_epochs = legacy_run_epochs  # FullBatchFit.train looks it up at call time
+    x, a = synthetic_slide(args.memory_cells, args.memory_genes, args.neighbours)
+    process = psutil.Process()
+    rss: list[int] = []
+    fit, config = {
+        "stagate": (training.fit_stagate, training.STAGATEConfig(epochs=args.memory_epochs)),
+        "graphst": (training.fit_graphst, training.GraphSTConfig(epochs=args.memory_epochs)),
+    }[model]
+    release_free_heap()
+    before = process.memory_info().rss
+    with PeakRSS() as peak:
+        result = fit(x, a, config, device="cpu", progress=lambda epoch, loss: rss.append(process.memory_info().rss))
+    mib = np.asarray(rss, dtype=float) / 2**20
+    # The first tenth is left out of the fit: Adam's state, first-call caches and the heap's first
+    # growth land there, and they are paid once, not per epoch.
+    start = len(mib) // 10
+    epochs = np.arange(1, len(mib) + 1)
+    slope = float(np.polyfit(epochs[start:], mib[start:], 1)[0]) * 100.0
+    return {
+        "model": model, "loop": loop, "epochs": len(mib), "cells": args.memory_cells, "genes": args.memory_genes,
+        "rss_before_mib": before / 2**20, "rss_at_start_mib": float(mib[start]), "rss_end_mib": float(mib[-1]),
+        "peak_delta_mib": peak.delta / 2**20, "mib_per_100_epochs": slope, "fit_seconds": result.seconds,
+    }
+
+
+def run_memory_child(model: str, loop: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--memory-child", model, loop,
+        "--memory-epochs", str(args.memory_epochs), "--memory-cells", str(args.memory_cells),
+        "--memory-genes", str(args.memory_genes), "--neighbours", str(args.neighbours), "--threads", str(args.threads),
+    ]
+    # glibc's defaults on purpose (no MALLOC_* variables): what a user's run gets.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def print_memory_table(rows: list[dict], args: argparse.Namespace) -> None:
+    print(
+        f"Memory over epochs: {args.memory_cells} cells x {args.memory_genes} genes, kNN k={args.neighbours} "
+        f"symmetrised, {args.memory_epochs} epochs, {args.threads} thread(s), CPU, glibc malloc defaults; "
+        "RSS sampled after every epoch, slope fitted after the first 10% of epochs"
+    )
+    header = (f"{'model':>8} {'loop':>7} {'RSS start':>10} {'RSS end':>9} {'peak delta':>11} "
+              f"{'MiB/100 epochs':>15} {'fit s':>7}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['model']:>8} {row['loop']:>7} {row['rss_at_start_mib']:>10.0f} {row['rss_end_mib']:>9.0f} "
+              f"{row['peak_delta_mib']:>11.0f} {row['mib_per_100_epochs']:>15.1f} {row['fit_seconds']:>7.0f}")
+    by = {(r["model"], r["loop"]): r["mib_per_100_epochs"] for r in rows}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        if (model, "legacy") in by and (model, "current") in by:
+            print(f"{model}: {by[model, 'legacy']:.1f} -> {by[model, 'current']:.1f} MiB per 100 epochs (legacy -> current loop)")
+
+
 def run_child(n_cells: int, args: argparse.Namespace) -> dict:
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", str(n_cells),
@@ -219,7 +316,26 @@ def main() -> None:
     parser.add_argument("--neighbours", type=int, default=6, help="k of the kNN graph before symmetrising")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help="memory over epochs instead of scaling over cells")
+    parser.add_argument("--memory-cells", type=int, default=621)
+    parser.add_argument("--memory-genes", type=int, default=3000)
+    parser.add_argument("--memory-epochs", type=int, default=500)
+    parser.add_argument("--models", nargs="+", default=["stagate", "graphst"], choices=["stagate", "graphst"])
+    parser.add_argument("--loops", nargs="+", default=["legacy", "current"], choices=["legacy", "current"])
+    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child is not None:
+        sys.path.insert(0, str(REPO))
+        print(json.dumps(measure_memory(*args.memory_child, args)))
+        return
+    if args.memory:
+        rows = []
+        for model in args.models:
+            for loop in args.loops:
+                rows.append(run_memory_child(model, loop, args))
+                print(f"  {model} {loop}: {rows[-1]['mib_per_100_epochs']:.1f} MiB/100 epochs", file=sys.stderr, flush=True)
+        print_memory_table(rows, args)
+        return
     if args.epochs < 1 or args.warmup < 1:
         # The first timed epoch is measured from the end of the previous one, so one warm-up is needed.
         parser.error("--epochs and --warmup must be >= 1")

@@ -6,10 +6,13 @@ for the representation, the spatial embedding and the head, and writes the resul
 looks a method up by name, so any :class:`~cluster.settings.DomainMethod` subclass runs, registered
 or not.
 
-Defaults follow the originals (``anchors.md`` §3): STAGATE 512/30 on a 6-NN graph (≈ the Visium
-radius graph's degree; a radius depends on the units of the coordinates, so it is opt-in),
-mixture on the 30-d embedding; GraphST on a 3-NN graph, mixture on PCA(20) of its embedding;
-CellCharter on a Delaunay graph (99th-percentile edge cut), full-covariance mixture.
+Defaults are set for imaging (single-cell) resolution (:data:`cluster.settings.NEIGHBOURHOOD_CELLS`,
+``bench/neighbourhood_scale.py``): the networks are the originals' (``anchors.md`` §3), the graphs
+are sized to a neighbourhood of about 25 cells (STAGATE and the neighbour-average reference 24-NN,
+GraphST 12-NN over its two hops; upstream's Visium graphs, 6-NN and 3-NN, stay reachable; a radius
+depends on the units of the coordinates, so it is opt-in); STAGATE's mixture runs on its 30-d
+embedding, GraphST's on PCA(20) of its embedding; CellCharter on a Delaunay graph
+(99th-percentile edge cut), full-covariance mixture.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The spatial-domain methods and clustering heads there are, by the name a config gives them.
 
-:data:`DOMAIN_METHODS` maps a method's name (``stagate``, ``graphst``, ``cellcharter``, ``gmm``,
-``kmeans``, ``leiden``) to the frozen dataclass that holds that method's settings and carries its
+:data:`DOMAIN_METHODS` maps a method's name (``stagate``, ``graphst``, ``cellcharter``,
+``neighbour-average``, ``gmm``, ``kmeans``, ``leiden``) to the frozen dataclass that holds that method's settings and carries its
 behaviour: how it builds its representation, its spatial model if it has one, what its head sees
 (see :class:`cluster.settings.DomainMethod`). :data:`HEADS` does the same for the heads that cut a
 representation into domains (``gmm``, ``kmeans``, ``leiden``: :class:`cluster.settings.Head`

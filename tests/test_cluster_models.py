@@ -353,10 +353,14 @@ def test_every_builtin_method_has_todays_defaults():
     """The settings that produced the published figures: a changed default would move them."""
     common = {"head": "gmm", "resolution": None, "n_top_genes": 3000, "target_sum": "median"}
     graph = {"graph": "knn", "k": 6, "radius": None, "percentile": 99.0}
+    # The spatial models are set for single-cell resolution (bench/neighbourhood_scale.py), not as
+    # upstream for Visium: graphs sized to a 25-cell neighbourhood (one hop of 24-NN, two hops of
+    # 12-NN), STAGATE 200 epochs, GraphST's "sparse" code path.
     expected = {
-        "stagate": {**common, **graph, "epochs": 1000, "learning_rate": 1e-3},
-        "graphst": {**common, **graph, "k": 3, "epochs": 600, "learning_rate": 1e-3, "alpha": 10.0, "beta": 1.0,
-                    "pca_components": 20},
+        "stagate": {**common, **graph, "k": 24, "epochs": 200, "learning_rate": 1e-3},
+        "graphst": {**common, **graph, "k": 12, "epochs": 600, "learning_rate": 1e-3, "alpha": 10.0, "beta": 1.0,
+                    "pca_components": 20, "variant": "sparse"},
+        "neighbour-average": {**common, **graph, "k": 24, "pca_components": 20},
         "cellcharter": {**common, **graph, "graph": "delaunay", "n_layers": 3, "pca_components": 20},
         "gmm": {**common, "pca_components": 20},
         "kmeans": {**common, "head": "kmeans", "pca_components": 20},
@@ -384,6 +388,7 @@ def test_every_builtin_method_has_todays_defaults():
         (lambda: DOMAIN_METHODS["stagate"](graph="radius"), "graph radius needs radius"),
         (lambda: DOMAIN_METHODS["stagate"](radius=50.0), "radius is only used by graph 'radius'"),
         (lambda: DOMAIN_METHODS["graphst"](k=0), "k must be an integer"),
+        (lambda: DOMAIN_METHODS["graphst"](variant="visium"), "unknown GraphST variant 'visium'"),
         (lambda: DOMAIN_METHODS["stagate"](epochs=-1), "epochs must be >= 0"),
         (lambda: DOMAIN_METHODS["gmm"](head="dbscan"), "unknown clustering head 'dbscan'"),
         (lambda: DomainConfig.from_name("stagate", n_domains=4, pca_components=5), "stagate has no setting 'pca_components'"),

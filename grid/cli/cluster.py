@@ -15,7 +15,7 @@ from .common import DeviceOpt, SeedOpt, TargetSumOpt, ValuesOpt, app, epoch_prog
 @app.command("cluster")
 def cluster_command(
     data: Annotated[Path, typer.Argument(help="A section (.h5ad) with obsm['spatial'] and expression: raw counts (layers['counts'] or X), or what --values declares (X).")],
-    method: Annotated[str, typer.Option(help="A spatial-domain method: stagate, graphst, cellcharter, gmm, kmeans, leiden (or a registered plugin).")],
+    method: Annotated[str, typer.Option(help="A spatial-domain method: stagate, graphst, cellcharter, the spatial reference neighbour-average, or a baseline without space: gmm, kmeans, leiden (or a registered plugin).")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obs[KEY] and obsm['X_<method>'].")],
     n_domains: Annotated[int | None, typer.Option("--n-domains", help="Number of domains (leiden: searched resolution).")] = None,
     input_rep: Annotated[str, typer.Option("--input", help="X (expression) or an obsm key, e.g. X_random_mask for the -RM variant.")] = "X",
@@ -23,10 +23,10 @@ def cluster_command(
     head: Annotated[str | None, typer.Option(help="gmm (mclust EEE stand-in), kmeans or leiden; default per method.")] = None,
     resolution: Annotated[float | None, typer.Option(help="leiden: a fixed resolution instead of a search.")] = None,
     graph: Annotated[str | None, typer.Option(help="knn, radius or delaunay; default per method.")] = None,
-    k: Annotated[int | None, typer.Option(help="knn graph: neighbours per cell.")] = None,
+    k: Annotated[int | None, typer.Option(help="knn graph: neighbours per cell (default: stagate and neighbour-average 24, graphst 12, sized to a 25-cell neighbourhood).")] = None,
     radius: Annotated[float | None, typer.Option(help="radius graph (implied): in the units of obsm['spatial'] (the study: 150).")] = None,
     library_key: Annotated[str | None, typer.Option(help="obs column of slices; graphs never cross slices, metrics are per slice.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="stagate (default 1000) / graphst (600).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="stagate (default 200) / graphst (600).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="stagate / graphst (default 1e-3).")] = None,
     n_layers: Annotated[int | None, typer.Option(help="cellcharter: neighbourhood rings (default 3).")] = None,
     key: Annotated[str, typer.Option(help="obs column to write.")] = "domain",

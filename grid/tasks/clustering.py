@@ -109,7 +109,7 @@ class SpatialClusteringTask(TaskSpec):
     version: ClassVar[int] = 2  # 2: cells hash their method's typed settings (ssl-st 0.2)
     stages: ClassVar[dict[str, Resources]] = {"spatial-clustering": Resources(cpus=1)}
 
-    methods: tuple[MethodName, ...] = ("stagate", "graphst", "cellcharter", "gmm")
+    methods: tuple[MethodName, ...] = ("stagate", "graphst", "cellcharter", "neighbour-average", "gmm")
     inputs: tuple[str, ...] = (EXPRESSION,)
     n_domains: int | None = None
     library_key: str | None = None  # obs column of slices: graphs never cross them, metrics are per slice
