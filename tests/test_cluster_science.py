@@ -1,8 +1,8 @@
-"""The issue's scientific claim at reduced size: on a layered demo section, the spatial models find
-the layers clearly better than a Gaussian mixture on expression alone (measured margins at the
-default graphs, seed 0: STAGATE +0.36 ARI at 80 epochs, GraphST +0.58 at 300; at upstream's 6-NN
-graphs they were +0.18 to +0.23 and +0.12 to +0.17; asserted with slack). Whether they beat a plain
-neighbourhood average is bench/neighbourhood_scale.py's question (they tie it or lose)."""
+"""The scientific claims at reduced size, on a layered simulated section (1,500 cells, six layers
+that are mixtures of cell types): a Gaussian mixture on expression alone cannot find the layers
+(ARI 0.24), a plain neighbourhood average can (0.83), and the spatial models at their defaults keep
+up with it (STAGATE 0.81, GraphST 0.74-0.82 at seed 0); the three-section, three-seed table is
+``bench/neighbourhood_scale.py``'s."""
 
 from __future__ import annotations
 
@@ -23,21 +23,15 @@ def ari(section, method: str, **settings) -> float:
 
 
 @pytest.mark.slow
-def test_spatial_models_beat_a_mixture_on_expression(section):
-    baseline = ari(section, method="gmm")
-    assert 0.1 < baseline < 0.4  # the layers are not separable cell by cell
-    assert ari(section, method="stagate", epochs=80) > baseline + 0.12
-    assert ari(section, method="graphst", epochs=300) > baseline + 0.08
-
-
-@pytest.mark.slow
 def test_at_their_defaults_the_models_keep_up_with_a_neighbourhood_average(section):
     """Issue 11, finding 8: at upstream's Visium graphs (STAGATE 6-NN for 1,000 epochs, GraphST
     3-NN on its "10X" path) single-cell sections lost to a plain neighbourhood average by 0.3-0.4
     ARI (seed 0 here: average 0.83, STAGATE 0.43, GraphST 0.41). At the defaults sized to a
     25-cell neighbourhood they come within the head's seed noise of it (measured 0.81 and 0.74-0.82)
     -- level with the trivial reference, not above it: see README, "The neighbourhood scale"."""
+    baseline = ari(section, method="gmm")
+    assert 0.1 < baseline < 0.4  # the layers are not separable cell by cell
     reference = ari(section, method="neighbour-average")
-    assert reference > 0.7
+    assert reference > baseline + 0.4
     for method in ("stagate", "graphst"):
         assert ari(section, method=method) > reference - 0.12, method
