@@ -121,8 +121,8 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
 
     from ssl_st.genes import Vocabulary
     from ssl_st.models import SSLModel
-    from ssl_st.models.base import CHECKPOINT_NAME
-    from ssl_st.models.checkpoints import replace_dir, staging_dir
+    from ssl_st.files import CHECKPOINT_NAME
+    from ssl_st.files import replace_dir, staging_dir
     from ssl_st.pp import model_input
 
     out = artifact.path(root)

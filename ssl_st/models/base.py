@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..files import CHECKPOINT_NAME, ModelFileError, model_files, replace_dir, staging_dir, vocabulary_path
 from ..genes import Vocabulary
 from ..nn import BarlowTwins, Classifier
 from . import checkpoints
@@ -38,25 +39,12 @@ from .architecture import UPSTREAM_PROJECTOR_UNITS, Architecture
 FORMAT_VERSION = 1
 # Below this fill fraction the first layer multiplies sparse rows (measured by bench/embed_throughput.py).
 SPARSE_FIRST_LAYER_BELOW = 0.25
-CHECKPOINT_NAME = "model.ckpt"
-VOCABULARY_NAME = "var.parquet"  # the published layout's one vocabulary per folder
-
-
-def vocabulary_path(checkpoint: str | Path) -> Path:
-    """The vocabulary sidecar written with ``checkpoint``: ``a.ckpt`` -> ``a.var.parquet``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{VOCABULARY_NAME}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _checkpoint_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path / CHECKPOINT_NAME if path.is_dir() or not path.suffix else path
 
 
 class SSLModel:
@@ -130,16 +118,16 @@ class SSLModel:
         its JSON sidecar and vocabulary (:func:`vocabulary_path`); returns the checkpoint path.
 
         A directory is written whole into a temporary sibling and renamed into place, replacing any
-        model there (:func:`checkpoints.replace_dir`): a reader sees the old model or the new one,
+        model there (:func:`ssl_st.files.replace_dir`): a reader sees the old model or the new one,
         never a new checkpoint beside an old vocabulary. Given a ``.ckpt`` path in a shared folder,
         each file is replaced atomically on its own, the checkpoint last.
         """
         path = Path(path)
         if path.is_dir() or not path.suffix:
-            staged = checkpoints.staging_dir(path)
+            staged = staging_dir(path)
             try:
                 self.save(staged / CHECKPOINT_NAME)
-                checkpoints.replace_dir(staged, path)
+                replace_dir(staged, path)
             finally:
                 if staged.exists():  # the save failed part-way: leave nothing half-written behind
                     shutil.rmtree(staged, ignore_errors=True)
@@ -177,21 +165,12 @@ class SSLModel:
         ``genes`` is the vocabulary file; without it, the one named after the checkpoint
         (:func:`vocabulary_path`), else the published layout's ``var.parquet`` beside it.
         """
-        ckpt = _checkpoint_path(path)
+        try:
+            ckpt, genes = model_files(path, genes)
+        except ModelFileError as exc:
+            raise checkpoints.CheckpointError(str(exc)) from None
         layout, state = checkpoints.read(ckpt, trusted=trusted)
         shape = checkpoints.shape_of(layout, state)
-        if genes:
-            genes = Path(genes)
-            if not genes.is_file():
-                raise checkpoints.CheckpointError(f"{ckpt}: no gene order file at {genes}")
-        else:
-            candidates = (vocabulary_path(ckpt), ckpt.parent / VOCABULARY_NAME)
-            genes = next((c for c in candidates if c.is_file()), None)
-            if genes is None:
-                raise checkpoints.CheckpointError(
-                    f"{ckpt}: no gene order found at {' or '.join(map(str, candidates))}; "
-                    "pass the model's var.parquet (CLI: --genes)"
-                )
         vocabulary = Vocabulary.from_parquet(genes)
         if len(vocabulary) != shape.n_genes:
             raise checkpoints.CheckpointError(

@@ -16,11 +16,8 @@ checkpoint itself stays byte-compatible with upstream loaders.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,32 +176,6 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
         raise CheckpointError("\n".join(lines))
     module.load_state_dict(state, strict=True)
-
-
-def staging_dir(dest: str | Path) -> Path:
-    """A fresh, empty sibling of ``dest`` to write a whole folder into before :func:`replace_dir`;
-    a sibling, so that the final rename stays on one file system."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-
-
-def replace_dir(staged: str | Path, dest: str | Path) -> Path:
-    """Move the complete folder ``staged`` to ``dest``, replacing any folder there.
-
-    POSIX cannot swap two directories in one rename, so the old one is renamed aside first and removed
-    last: a reader sees the old folder, then (for an instant) none, then the new one -- never a mix
-    or a half-written folder. Files a reader already opened stay readable until it closes them.
-    """
-    staged, dest = Path(staged), Path(dest)
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-        os.rename(dest, old / dest.name)
-    os.rename(staged, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
 
 
 def write(path: str | Path, module: torch.nn.Module, layout: Layout, *, epoch: int = 0, global_step: int = 0) -> None:
