@@ -1,4 +1,4 @@
-"""``ssl-st data import | pull | list``: datasets outside a grid."""
+"""``ssl-st data import | shard | pull | list``: datasets outside a grid."""
 
 from __future__ import annotations
 
@@ -76,3 +76,35 @@ def data_import(
         + (f"; dropped {dropped}" if dropped else ""),
         highlight=False,
     )
+
+
+@data_app.command("shard")
+def data_shard(
+    path: Annotated[Path, typer.Argument(help="What `ssl-st data import` reads: an .h5ad file (read backed: it never has to fit in memory), a Xenium or MERSCOPE folder.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Shard directory to write (replaced whole when complete).")],
+    rows_per_shard: Annotated[int | None, typer.Option("--rows-per-shard", help="Cells per Parquet shard (default 32,768).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label (into obs['cell_type']).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="xenium/merscope: the labels CSV's label column.")] = None,
+    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels, checked (default: none checked).")] = None,
+    spatial_key: Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")] = None,
+    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with the expression (or raw, X; default: the raw counts).")] = None,
+    values: ValuesOpt = None,
+    target_sum: TargetSumOpt = None,
+) -> None:
+    """Write a dataset as Parquet shards (sparse rows, obs columns, coordinates, var.parquet and a
+    manifest with checksums), which `ssl-st embed` and grid datasets with `source: shards` stream."""
+    from ssl_st import io
+    from ssl_st.shards import DEFAULT_ROWS_PER_SHARD, ShardError, shard
+
+    options = {"labels": labels, "label_column": label_column, "label_key": label_key, "spatial_key": spatial_key,
+               "counts_layer": counts_layer, "values": values, "target_sum": target_sum}
+    try:
+        manifest = shard(path, out_path, format=fmt, rows_per_shard=DEFAULT_ROWS_PER_SHARD if rows_per_shard is None else rows_per_shard,
+                         **options)
+    except io.DataError as exc:
+        raise fail(str(exc.spelled("cli"))) from None
+    except (ShardError, ValueError) as exc:
+        raise fail(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    out.print(f"{out_path}: {manifest.n_rows:,} cells x {manifest.n_genes:,} genes in {len(manifest.shards)} shard(s) "
+              f"({manifest.source_format}, {manifest.values})", highlight=False)

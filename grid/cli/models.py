@@ -30,8 +30,8 @@ app.add_typer(models_app, name="models")
 @app.command()
 def embed(
     checkpoint: Annotated[Path, typer.Argument(help="A published or ssl-st checkpoint (.ckpt).")],
-    data: Annotated[Path, typer.Argument(help="Cells to embed (.h5ad; raw counts in layers['counts'] or X, or what --values declares).")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output .h5ad: the input plus obsm[KEY].")],
+    data: Annotated[Path, typer.Argument(help="Cells to embed: an .h5ad (raw counts in layers['counts'] or X, or what --values declares), a shard directory (`ssl-st data shard`) or a Merlin store (with --split).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output: an .h5ad (the input plus obsm[KEY]); for shards, a directory of Parquet shards (cell id + embedding).")],
     genes: Annotated[Path | None, typer.Option(help="The model's gene order (default: <checkpoint>.var.parquet, else var.parquet beside the checkpoint).")] = None,
     key: Annotated[str | None, typer.Option(help="obsm key (default X_<method>).")] = None,
     normalize: Annotated[str, typer.Option(help="cp10k (upstream) or median (the study's spatial variant).")] = "cp10k",
@@ -39,9 +39,13 @@ def embed(
     values: ValuesOpt = None,
     target_sum: TargetSumOpt = None,
     device: DeviceOpt = "auto",
-    batch_size: Annotated[int, typer.Option(help="Cells per forward pass.")] = 4096,
+    batch_size: Annotated[int | None, typer.Option(help="Cells per forward pass (default 4096; shards: 8192 sparse, 1024 dense).")] = None,
+    split: Annotated[str | None, typer.Option(help="Merlin store: the split to embed (train, val, test).")] = None,
+    actors: Annotated[int, typer.Option(help="Shards: encoder actors of the Ray Data pipeline (each loads the model once).")] = 1,
+    address: Annotated[str | None, typer.Option(help="Shards: a Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
-    """Embed cells with a model: map genes onto its vocabulary, normalise as upstream, write obsm."""
+    """Embed cells with a model: map genes onto its vocabulary, normalise as upstream, write obsm
+    (an .h5ad), or stream a shard directory through Ray Data into embedding shards."""
     from ssl_st.datasets import write_h5ad_atomic
     from ssl_st.models import CheckpointError, SSLModel
     from ssl_st.pp import CoverageError
@@ -49,6 +53,14 @@ def embed(
 
     if normalize not in ("cp10k", "median"):
         raise fail(f"--normalize must be cp10k or median; got '{normalize}'")
+    if data.is_dir():
+        if key is not None or values is not None or target_sum is not None:
+            raise fail("--key, --values and --target-sum apply to an .h5ad; shards carry their value type in their manifest")
+        return _embed_shards(checkpoint, data, out_path, genes=genes, trusted=trusted, normalize=normalize,
+                             device=device, batch_size=batch_size, split=split, actors=actors, address=address)
+    if split is not None:
+        raise fail(f"--split names a split of a Merlin store; {data} is a file")
+    batch_size = batch_size or 4096
     try:
         model = SSLModel.load(checkpoint, genes=genes, trusted=trusted)
     except CheckpointError as exc:
@@ -67,6 +79,38 @@ def embed(
         f"genes mapped ({coverage.mapped_by_id} by ID, {coverage.mapped_by_symbol} by symbol), "
         f"{coverage.vocabulary_fraction:.1%} of the model's {coverage.vocabulary_genes} genes"
     )
+
+
+
+def _embed_shards(checkpoint: Path, data: Path, out_path: Path, *, genes: Path | None, trusted: bool, normalize: str,
+                  device: str, batch_size: int | None, split: str | None, actors: int, address: str | None) -> None:
+    """``ssl-st embed`` on a shard directory or a Merlin split: Ray Data, one model per actor."""
+    from ssl_st.models import CheckpointError
+    from ssl_st.pp import CoverageError
+    from ssl_st.shards import EmbedOptions, ModelRef, ShardError, embed_shards
+
+    if normalize != "cp10k":
+        raise fail("--normalize median needs every cell at once (the median library size); shards are embedded "
+                   "with cp10k, upstream's normalisation")
+    gpus = 1.0 if device == "cuda" or (device == "auto" and _cuda_available()) else 0.0
+    try:
+        options = EmbedOptions(actors=actors, gpus_per_actor=gpus, batch_size=batch_size, progress=True)
+        result = embed_shards(ModelRef(str(checkpoint), str(genes) if genes else None, trusted), data, out_path,
+                              split=split, options=options, address=address)
+    except (ShardError, CoverageError, CheckpointError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:  # bad options
+        raise fail(f"{data}: {exc}") from None
+    c = result.coverage
+    out.print(f"{out_path}: {result.manifest.n_rows:,} cells x {result.latent_dim}-d embedding in "
+              f"{len(result.manifest.shards)} shard(s); {c.mapped_genes}/{c.dataset_genes} genes mapped, "
+              f"{c.vocabulary_fraction:.1%} of the model's {c.vocabulary_genes} genes", highlight=False)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _parse_set(items: list[str]) -> dict[str, float | int]:
@@ -146,7 +190,7 @@ def pretrain(
         except ValueError as exc:
             raise fail(str(exc)) from None
     path = model.save(out_path)
-    from ssl_st.models.base import vocabulary_path
+    from ssl_st.files import vocabulary_path
 
     out.print(f"{path}: {method} checkpoint (best epoch {model.training.get('best_epoch', 0) + 1}); genes: {vocabulary_path(path)}")
 

@@ -1,0 +1,366 @@
+"""Zero-shot embedding of a sharded dataset, streamed through Ray Data.
+
+``read_parquet`` (the shards) -> ``map_batches`` over a pool of :class:`Encoder` actors (each loads
+the model once, then turns each batch into model input, :mod:`.inputs`, and encodes it) -> Parquet
+files of ``row``, ``cell_id`` and the ``embedding`` (fixed_size_list<float32>[latent]), with a
+manifest (:mod:`.format`, kind ``embedding``). :func:`read_embedding` gathers them back in cell
+order for the kNN step.
+
+Memory is bounded by the batch and shard sizes, never by the number of cells: a read task holds one
+shard, an actor one batch, and Ray Data's backpressure caps what waits between them.
+
+Resources. Each actor asks for ``cpus_per_actor`` CPUs (its torch threads) and ``gpus_per_actor``
+GPUs (then it runs on CUDA). Reads and writes ask for no CPU: they are I/O, and a read that waited
+for a core held by an encoder would wait forever (on 2 CPUs, two encoders hold both). They still
+use some CPU: on a 2-core machine one actor with one thread was faster than one with two
+(bench/embed_scale.py), whose threads waited on each other whenever a read took a core. Ray Data's
+newer Parquet path (``use_datasource_v2``, ray >= 2.5x) starts a file-listing task that asks for one
+CPU and cannot be told otherwise; with every CPU held by the pool it never runs, so the pipeline
+uses the classic Parquet reader, which lists files on the driver.
+
+Ordering. Ray Data delivers batches in no fixed order. Cell shards carry each cell's ``row``, so
+workers write the output directly (``write_parquet``). A Merlin store carries no cell ids: its
+pipeline keeps order (``preserve_order``) and the driver numbers the rows as they arrive and writes
+them (the embedding is 64 floats a cell, light next to the 19,331 it is computed from).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..genes import Vocabulary
+from ..files import checkpoint_file, model_files, replace_dir, staging_dir
+from .format import (
+    PART_PREFIX,
+    Manifest,
+    ShardError,
+    arrow_columns,
+    describe_file,
+    verify,
+    write_manifest,
+)
+from .inputs import InputPlan, batch_inputs, plan_inputs
+from .source import Source, open_source
+
+if TYPE_CHECKING:
+    from ..genes import Coverage
+    from ..models import SSLModel
+
+# Cells per encoder call: a sparse panel batch of 8,192 cells is a few MB; a dense Merlin batch is
+# 19,331 floats a cell (77 KB), so 1,024 cells (80 MB) there.
+DEFAULT_BATCH = {"sparse": 8192, "dense": 1024}
+OUTPUT_ROWS_PER_FILE = 262_144  # 64 floats a cell: ~70 MB files
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint on disk: each actor loads it once (a path travels; 80 MB of weights need not)."""
+
+    checkpoint: str
+    genes: str | None = None  # the model's var.parquet (default: beside the checkpoint)
+    trusted: bool = False
+
+    def files(self) -> tuple[Path, Path]:
+        """(checkpoint file, gene-order file), found as :meth:`SSLModel.load` finds them, without
+        importing torch: the driver needs the vocabulary, not the weights."""
+        if not checkpoint_file(self.checkpoint).is_file():
+            raise FileNotFoundError(f"{checkpoint_file(self.checkpoint)}: no such checkpoint file")
+        return model_files(self.checkpoint, self.genes)
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_parquet(self.files()[1])
+
+    def method(self) -> str | None:
+        """The method its ssl-st sidecar names (published checkpoints have none)."""
+        sidecar = self.files()[0].with_suffix(".json")
+        return json.loads(sidecar.read_text()).get("method") if sidecar.is_file() else None
+
+    def load(self) -> SSLModel:
+        from ..models import SSLModel
+
+        ckpt, genes = self.files()
+        return SSLModel.load(ckpt, genes=genes, trusted=self.trusted)
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How the pipeline runs; ``actors`` x ``cpus_per_actor`` (+ ``gpus_per_actor``) is what it holds."""
+
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int | None = None  # default: DEFAULT_BATCH for the layout
+    read_concurrency: int | None = None  # read tasks at once (default: actors); each holds one shard
+    target_sum: float = 1e4
+    min_coverage: float = 0.0
+    progress: bool = False  # Ray Data's progress bars
+    lean_memory: bool = False  # actors return freed memory to the system: ~0.25 GiB less each, ~30 % slower
+
+    def __post_init__(self) -> None:
+        if self.actors < 1:
+            raise ValueError(f"actors must be at least 1 (got {self.actors})")
+        if self.cpus_per_actor <= 0 and self.gpus_per_actor <= 0:
+            raise ValueError("an encoder actor needs cpus_per_actor > 0 or gpus_per_actor > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {self.batch_size})")
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_actor))
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_actor > 0 else "cpu"
+
+
+def _embedding_column(values: np.ndarray) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def _return_freed_memory() -> None:
+    """Make glibc hand freed memory back to the system in this process (``EmbedOptions.lean_memory``).
+
+    An encoder allocates and frees ~100 MB of arrays per batch (sparse inputs, activations, the
+    transposed first layer). glibc keeps freed heap pages for reuse and raises its mmap threshold as
+    it sees large frees, so an actor settles at ~0.6 GiB. A fixed trim threshold also fixes the mmap
+    threshold at 128 KB: large arrays are mapped and unmapped each batch and the actor stays at
+    ~0.36 GiB, at the price of the page faults (~30 % fewer cells/s, bench/embed_scale.py).
+    No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-1, 16 * 2**20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas, not 8 per core
+    except (OSError, AttributeError):  # musl, macOS: their allocators return memory on their own terms
+        pass
+
+
+class Encoder:
+    """A Ray Data actor: the model loaded once; each call embeds one batch of rows."""
+
+    def __init__(self, model: ModelRef, plan: InputPlan, device: str, threads: int, lean_memory: bool = False) -> None:
+        from ..threads import limit_threads
+
+        if lean_memory:
+            _return_freed_memory()
+        limit_threads(threads)  # what the actor was given, not every core of the node
+        self.model, self.plan, self.device = model.load(), plan, device
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        inputs = batch_inputs(self.plan, batch)
+        embedding = self.model.embed(inputs, batch_size=max(inputs.shape[0], 1), device=self.device)
+        columns = {"embedding": _embedding_column(embedding)}
+        if "row" in batch.column_names:  # cell shards; a Merlin batch is numbered by the driver
+            columns = {"row": batch.column("row"), "cell_id": batch.column("cell_id"), **columns}
+        return pa.table(columns)
+
+
+class _NoCpuWarning:
+    """Ray Data warns that a pipeline "will hang" when the pool holds every CPU; this one does not
+    (its reads and writes ask for none), so the warning would only mislead."""
+
+    @staticmethod
+    def filter(record: Any) -> bool:
+        return "does not have any available CPUs" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _data_context(*, preserve_order: bool, progress: bool) -> Iterator[Any]:
+    """Ray Data settings for this pipeline only: the process-wide context is restored afterwards."""
+    import ray.data
+
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data.dataset")
+    logger.addFilter(_NoCpuWarning)
+    saved = {
+        "enable_progress_bars": ctx.enable_progress_bars,
+        "preserve_order": ctx.execution_options.preserve_order,
+        "use_datasource_v2": getattr(ctx, "use_datasource_v2", None),
+    }
+    ctx.enable_progress_bars = progress
+    ctx.execution_options.preserve_order = preserve_order
+    if saved["use_datasource_v2"] is not None:
+        ctx.use_datasource_v2 = False  # see the module doc: its listing task would wait for a CPU forever
+    try:
+        yield ctx
+    finally:
+        logger.removeFilter(_NoCpuWarning)
+        ctx.enable_progress_bars = saved["enable_progress_bars"]
+        ctx.execution_options.preserve_order = saved["preserve_order"]
+        if saved["use_datasource_v2"] is not None:
+            ctx.use_datasource_v2 = saved["use_datasource_v2"]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    path: Path
+    manifest: Manifest
+    coverage: Coverage
+    method: str | None  # from the checkpoint's ssl-st sidecar; None for a published checkpoint
+    latent_dim: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_ordered(batches: Iterator[pa.Table], staged: Path, source: Source) -> None:
+    """The driver's writer for a pipeline that keeps order: number rows as they come, roll files."""
+    row, part, writer = 0, 0, None
+    try:
+        for batch in batches:
+            n = batch.num_rows
+            rows = np.arange(row, row + n, dtype=np.int64)
+            table = pa.table({"row": rows, "cell_id": pa.array(source.merlin.cell_ids(rows), pa.string()),
+                              "embedding": batch.column("embedding")})
+            if writer is None:
+                writer = pq.ParquetWriter(staged / f"{PART_PREFIX}{part:05d}.parquet", table.schema)
+            writer.write_table(table)
+            row += n
+            if row >= (part + 1) * OUTPUT_ROWS_PER_FILE:
+                writer.close()
+                writer, part = None, part + 1
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _checkpoint_error(exc: Exception) -> Exception | None:
+    """The CheckpointError an actor died of, as an exception of its own: Ray reports an actor that
+    failed to start as an ActorDiedError whose message carries the remote traceback as text."""
+    match = re.search(r"CheckpointError: (.+)", str(exc))
+    if match is None:
+        return None
+    from ..models import CheckpointError
+
+    return CheckpointError(match.group(1).strip())
+
+
+def _run(ray: Any, source: Source, ref: ModelRef, plan: InputPlan, options: EmbedOptions, staged: Path) -> None:
+    """The Ray Data pipeline: shards in, embedding files into ``staged``."""
+    batch_size = options.batch_size or DEFAULT_BATCH["dense" if source.dense else "sparse"]
+    try:
+        columns = ["X"] if source.dense else ["row", "cell_id", "indices", "counts"]
+        with _data_context(preserve_order=source.dense, progress=options.progress):
+            # One block per file: split finer, blocks come in under a batch's size and the
+            # actors are handed scraps (batches of ~700 rows instead of 8,192).
+            ds = ray.data.read_parquet(
+                [str(f) for f in source.files], columns=columns, num_cpus=0,
+                concurrency=options.read_concurrency or options.actors, override_num_blocks=len(source.files),
+            )
+            ds = ds.map_batches(
+                Encoder,
+                fn_constructor_kwargs={"model": ref, "plan": plan, "device": options.device, "threads": options.threads,
+                                       "lean_memory": options.lean_memory},
+                compute=ray.data.ActorPoolStrategy(size=options.actors),
+                num_cpus=options.cpus_per_actor,
+                num_gpus=options.gpus_per_actor,
+                batch_size=batch_size,
+                batch_format="pyarrow",
+            )
+            if source.dense:
+                _write_ordered(ds.iter_batches(batch_size=None, batch_format="pyarrow"), staged, source)
+            else:
+                # A file per output block (a batch: 8,192 cells, ~2 MB): waiting to fill larger
+                # files only delays the last write past the last batch.
+                ds.write_parquet(str(staged), ray_remote_args={"num_cpus": 0})
+    except ray.exceptions.RayActorError as exc:
+        cause = _checkpoint_error(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def embed_shards(model: ModelRef | str | Path, source: str | Path | Source, out: str | Path, *,
+                 split: str | None = None, options: EmbedOptions | None = None,
+                 address: str | None = None) -> EmbedResult:
+    """Embed every cell of ``source`` (a shard directory, or a Merlin store with ``split``) with
+    ``model`` into the directory ``out`` (replaced whole, atomically).
+
+    Before anything runs: the source is checked with checksums (:func:`open_source`), the model's
+    files found and its vocabulary read (not its weights: only the actors load those), and the genes
+    mapped (:class:`ssl_st.pp.CoverageError` below ``min_coverage``). A checkpoint that cannot be read
+    fails as the actors start, with its :class:`~ssl_st.models.CheckpointError` re-raised here. Uses
+    the Ray this process is connected to, else starts a local one (``address`` to join a cluster).
+    """
+    import ray
+
+    options = options or EmbedOptions()
+    ref = model if isinstance(model, ModelRef) else ModelRef(str(model))
+    source = source if isinstance(source, Source) else open_source(source, split=split, checksums=True)
+    checkpoint, genes = ref.files()
+    ref = ModelRef(str(checkpoint), str(genes), ref.trusted)  # the actors load exactly these files
+    plan, coverage = plan_inputs(source.var(), ref.vocabulary(), values=source.values, dense=source.dense,
+                                 target_sum=options.target_sum, min_coverage=options.min_coverage)
+    info = {"method": ref.method(), "checkpoint": ref.checkpoint, "genes": ref.genes,
+            "coverage": coverage.as_dict(), "target_sum": options.target_sum, "source": str(source.path),
+            "split": source.merlin.split if source.merlin else None}
+    out = Path(out)
+    staged = staging_dir(out)
+    try:
+        if source.n_rows:
+            if not ray.is_initialized():
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+            _run(ray, source, ref, plan, options, staged)
+        files = sorted(staged.glob("*.parquet"))
+        shards = tuple(describe_file(f) for f in files)
+        written = sum(s.rows for s in shards)
+        if written != source.n_rows:
+            raise ShardError(out, "embedding", f"has {written} rows for {source.n_rows} cells",
+                             "the pipeline lost or repeated batches: run it again")
+        schema = pq.read_schema(files[0]) if files else pa.schema([])
+        if files:
+            info["latent_dim"] = schema.field("embedding").type.list_size
+        manifest = Manifest(kind="embedding", n_rows=written, columns=arrow_columns(schema), shards=shards,
+                            source=str(source.path), source_format=source.kind, info=info,
+                            ssl_st_version=__version__)
+        write_manifest(staged, manifest)
+        replace_dir(staged, out)
+    finally:
+        if staged.exists():
+            import shutil
+
+            shutil.rmtree(staged, ignore_errors=True)
+    return EmbedResult(out, manifest, coverage, info["method"], info.get("latent_dim", 0), info)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """An embedding directory gathered in cell order."""
+
+    cell_ids: np.ndarray  # str, one per cell, in the dataset's order
+    values: np.ndarray  # (cells, latent) float32
+    manifest: Manifest
+
+
+def read_embedding(path: str | Path, *, checksums: bool = True) -> Embedding:
+    """Gather an embedding directory (checked against its manifest) in cell order; every row
+    0..n-1 must be there exactly once."""
+    path = Path(path)
+    manifest = verify(path, checksums=checksums, kind="embedding")
+    tables = [pq.read_table(path / s.name) for s in manifest.shards]
+    if not tables:
+        dim = int(manifest.info.get("latent_dim", 0))
+        return Embedding(np.array([], dtype=object), np.zeros((0, dim), np.float32), manifest)
+    table = pa.concat_tables(tables)
+    rows = table.column("row").to_numpy()
+    order = np.argsort(rows, kind="stable")
+    if not np.array_equal(rows[order], np.arange(manifest.n_rows)):
+        raise ShardError(path, "rows", "are not each cell exactly once", "embed the dataset again")
+    column = table.column("embedding").combine_chunks()
+    values = column.flatten().to_numpy().reshape(len(column), column.type.list_size)[order]
+    ids = np.asarray(table.column("cell_id").to_numpy(zero_copy_only=False), dtype=object)[order]
+    return Embedding(ids, values, manifest)
