@@ -80,7 +80,7 @@ def test_without_flock_a_holder_on_this_host_is_judged_by_its_pid(tmp_path, monk
 
 @pytest.mark.ray
 def test_a_second_run_on_the_same_results_exits_2_at_once(tmp_path, ray_address):
-    config = tiny_config(tmp_path, epochs=40)  # long enough for the second run to start meanwhile
+    config = tiny_config(tmp_path, epochs=20)  # long enough for the second run to start meanwhile
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(
