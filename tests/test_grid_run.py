@@ -22,7 +22,7 @@ from .conftest import REPO, run_cli, tiny_config
 pytestmark = pytest.mark.ray
 
 
-def test_run_records_every_cell_and_rerun_recomputes_nothing(tmp_path, ray_address):
+def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_path, ray_address):
     config = tiny_config(tmp_path)
     results = tmp_path / "results"
     first = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
@@ -49,6 +49,16 @@ def test_run_records_every_cell_and_rerun_recomputes_nothing(tmp_path, ray_addre
 
     shown = run_cli("plan", str(config), "--results", str(results), check=True)
     assert "12 cells" in shown.stdout and "artifacts: 5/5 built" in shown.stdout
+
+    # and `ssl-st query` reads the same store
+    sql = "SELECT dataset, mode, count(*) AS n FROM results WHERE metric = 'macro_f1' GROUP BY ALL ORDER BY ALL"
+    csv = run_cli("query", sql, "--results", str(results), "--format", "csv", check=True)
+    assert csv.stdout.splitlines()[0] == "dataset,mode,n"
+    assert "merscope,pca,2" in csv.stdout
+    rows = json.loads(run_cli("query", sql, "--results", str(results), "--format", "json", check=True).stdout)
+    assert {r["mode"] for r in rows} == {"pca", "zero-shot"}
+    bad = run_cli("query", "SELECT nope FROM results", "--results", str(results))
+    assert bad.returncode == 2 and "nope" in bad.stderr
 
 
 def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
@@ -111,20 +121,6 @@ def test_kill_9_then_resume_finishes_only_missing_cells(tmp_path, ray_address):
     assert len(after) == total
     assert all(after[name] == mtime for name, mtime in recorded.items()), "finished cells were recomputed"
     assert set(store.statuses().values()) == {"done"}
-
-
-def test_query_cli(tmp_path, ray_address):
-    config = tiny_config(tmp_path)
-    results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
-    sql = "SELECT dataset, mode, count(*) AS n FROM results WHERE metric = 'macro_f1' GROUP BY ALL ORDER BY ALL"
-    csv = run_cli("query", sql, "--results", str(results), "--format", "csv", check=True)
-    assert csv.stdout.splitlines()[0] == "dataset,mode,n"
-    assert "merscope,pca,2" in csv.stdout
-    rows = json.loads(run_cli("query", sql, "--results", str(results), "--format", "json", check=True).stdout)
-    assert {r["mode"] for r in rows} == {"pca", "zero-shot"}
-    bad = run_cli("query", "SELECT nope FROM results", "--results", str(results))
-    assert bad.returncode == 2 and "nope" in bad.stderr
 
 
 ZOO_CONFIG = """\
