@@ -12,21 +12,91 @@ under a second (``bench/cli_startup.py``).
 
 Every cell file is written with the same columns (:data:`grid.store.COLUMNS`), so the files are read
 in that one schema without reconciling them by name.
+
+Beside ``results``, the connection has the views of :data:`VIEWS` (``summary``, ``best``,
+``failures``), which ``ssl-st query --view`` shows and any SQL can read (``SELECT * FROM summary
+WHERE metric = 'macro_f1'``); the run's report (:mod:`grid.report`) takes its mean ± sd from the same
+``summary``. From Python, :func:`results` answers as a DataFrame and :func:`results_relation` as a
+DuckDB relation (both also as ``grid.results`` and ``grid.results_relation``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .store import COLUMNS, ResultStore, sql_list
+from .store import COLUMNS, ResultStore, sql_list, sql_text
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
+    import pyarrow as pa
 
 T = TypeVar("T")
+
+View = Literal["summary", "best", "failures"]
+
+# Scores where lower is better (spatial continuity: distance to the nearest same-domain cell, share
+# of cells outvoted by their neighbours); every other score is better higher.
+LOWER_IS_BETTER = ("chaos", "pas")
+_LOWER = "(" + ", ".join(sql_text(m) for m in LOWER_IS_BETTER) + ")"
+
+# The named views over ``results``, defined once: the CLI's --view, the Python entry points, any SQL
+# and the run's report all read these. A score is a ``kind = 'metric'`` row of a done cell; a NaN
+# score (undefined, e.g. a silhouette of one domain) is left out of the mean, as pandas leaves it out.
+# Cells of one task x dataset x model x mode x seed are averaged first (two cell ids share those when
+# an earlier config differed in other settings), so each seed counts once; ``sd`` is the sample
+# standard deviation over seeds (n - 1), NULL with one seed. The sums run in seed order: a parallel scan
+# would otherwise add the same values in another order from run to run, and change the last digit.
+VIEWS: dict[str, str] = {
+    "summary": """
+        WITH per_seed AS (
+            SELECT task, dataset, model, mode, metric, seed, avg(value ORDER BY cell_id) AS value
+            FROM results
+            WHERE status = 'done' AND kind = 'metric' AND value IS NOT NULL AND NOT isnan(value)
+            GROUP BY task, dataset, model, mode, metric, seed
+        )
+        SELECT task, dataset, model, mode, metric, count(*) AS n_seeds, avg(value ORDER BY seed) AS mean,
+               stddev_samp(value ORDER BY seed) AS sd
+        FROM per_seed
+        GROUP BY task, dataset, model, mode, metric
+        ORDER BY task, dataset, model, mode, metric""",
+    # per task x dataset x metric, the model/mode whose mean is best (every one of them on a tie)
+    "best": f"""
+        SELECT task, dataset, metric, model, mode, n_seeds, mean, sd,
+               CASE WHEN metric IN {_LOWER} THEN 'lower' ELSE 'higher' END AS better
+        FROM summary
+        QUALIFY rank() OVER (
+            PARTITION BY task, dataset, metric
+            ORDER BY CASE WHEN metric IN {_LOWER} THEN -mean ELSE mean END DESC) = 1
+        ORDER BY task, dataset, metric, model, mode""",
+    # every failed cell, with the first line of its error (the whole traceback is in results.error)
+    "failures": r"""
+        SELECT task, dataset, model, mode, seed, cell_id,
+               rtrim(regexp_extract(coalesce(error, ''), '^\s*([^\r\n]*)', 1)) AS error
+        FROM results
+        WHERE status = 'failed'
+        ORDER BY task, dataset, model, mode, seed, cell_id""",
+}
+
+
+class ResultsError(ValueError):
+    """The results cannot answer: no such directory, an unknown view, SQL that fails. The message
+    names the directory, the view or the SQL's error."""
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Define :data:`VIEWS` on ``con``, which must have a table or view named ``results``."""
+    for name, body in VIEWS.items():
+        con.execute(f"CREATE VIEW {name} AS {body}")
+
+
+def view_sql(view: str) -> str:
+    """The SQL that shows ``view``; :class:`ResultsError` naming it if it is not one of :data:`VIEWS`."""
+    if view not in VIEWS:
+        raise ResultsError(f"unknown view {view!r}; the views are {', '.join(VIEWS)}")
+    return f"SELECT * FROM {view}"
 
 
 def _sandboxed(files: list[Path]) -> duckdb.DuckDBPyConnection:
@@ -41,6 +111,7 @@ def _sandboxed(files: list[Path]) -> duckdb.DuckDBPyConnection:
     else:  # an empty store is still queryable, with the right columns
         columns = ", ".join(f"CAST(NULL AS {sql}) AS {name}" for name, sql in COLUMNS.items())
         con.execute(f"CREATE VIEW results AS SELECT {columns} WHERE false")
+    create_views(con)
     # Python objects are not the results either: no replacement scans of the caller's variables.
     con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")
@@ -104,3 +175,73 @@ def fetch(results: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...
 def query(results: str | Path, sql: str) -> pd.DataFrame:
     """Run ``sql`` against ``results`` as a DataFrame; raises ``duckdb.Error`` (``ValueError`` if empty)."""
     return _run(results, sql, lambda cursor: cursor.df())
+
+
+def _arrow_table(cursor: duckdb.DuckDBPyConnection | None) -> pa.Table:
+    """The result as an Arrow table; a table without columns for a statement without a result."""
+    import warnings
+
+    import pyarrow as pa
+
+    if cursor is None or cursor.description is None:
+        return pa.table({})
+    fetch_table = getattr(cursor, "to_arrow_table", None) or cursor.fetch_arrow_table  # DuckDB >= 1.4 / older
+    with warnings.catch_warnings():  # DuckDB 2 notes that a DB-API result costs one more copy: it is small
+        warnings.simplefilter("ignore", UserWarning)
+        return fetch_table()
+
+
+def arrow(results: str | Path, sql: str) -> pa.Table:
+    """Run ``sql`` against ``results`` as an Arrow table (no columns if the SQL returns no result);
+    raises ``duckdb.Error`` (``ValueError`` if empty)."""
+    return _run(results, sql, _arrow_table)
+
+
+# -- the Python entry points ----------------------------------------------------------------------------
+
+def _answer(results_dir: str | Path, view: View | None, sql: str | None) -> pa.Table:
+    import duckdb
+
+    root = Path(results_dir)
+    if not root.exists():
+        raise ResultsError(f"{root}: no such results directory; `ssl-st run` writes one (--results)")
+    if not root.is_dir() or ((root / "cells").exists() and not (root / "cells").is_dir()):
+        raise ResultsError(f"{root}: not a results directory (the directory `ssl-st run --results` writes)")
+    if view is not None and sql is not None:
+        raise ResultsError("pass view= or sql=, not both; the SQL can read the view itself (SELECT ... FROM summary)")
+    if view is not None:
+        statement = view_sql(view)
+    elif sql is not None:
+        statement = sql
+    else:
+        raise ResultsError(f"pass view= ({', '.join(VIEWS)}) or sql= (over the table results and those views)")
+    try:
+        table = arrow(root, statement)
+    except (duckdb.Error, ValueError) as exc:
+        raise ResultsError(f"query over {root} failed: {exc}") from exc
+    if table.num_columns == 0:
+        raise ResultsError(f"query over {root} returned no result (no statement, or one that returns "
+                           "nothing); pass a SELECT")
+    return table
+
+
+def results(results_dir: str | Path, view: View | None = None, sql: str | None = None) -> pd.DataFrame:
+    """The results under ``results_dir`` as a DataFrame: one of :data:`VIEWS` (``view="summary"``)
+    or your own ``sql`` over ``results`` and those views (exactly one of the two).
+
+    >>> grid.results("results", view="summary")                                    # doctest: +SKIP
+    >>> grid.results("results", sql="SELECT * FROM best WHERE metric = 'macro_f1'")  # doctest: +SKIP
+
+    Raises :class:`ResultsError` (a ``ValueError``) naming the directory or view that cannot answer,
+    or carrying DuckDB's message for SQL that fails or is refused (only queries run).
+    """
+    return _answer(results_dir, view, sql).to_pandas()
+
+
+def results_relation(results_dir: str | Path, view: View | None = None, sql: str | None = None) -> duckdb.DuckDBPyRelation:
+    """:func:`results` as a DuckDB relation, to go on in DuckDB (``.filter``, ``.aggregate``,
+    ``.pl()``, ...). The answer is read once and held in memory on a connection of its own, not on
+    the connection that reads the cell files (which is never handed out: see the module's notes)."""
+    import duckdb
+
+    return duckdb.connect().from_arrow(_answer(results_dir, view, sql))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ssl_st import __version__
 
@@ -95,6 +95,27 @@ def _same_file(path: Path, before: os.stat_result) -> bool:
     return (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it
+    (``.<stem>.<random>.tmp``), which reaches the disk before it is renamed over ``path``. On any
+    error the temporary file is removed and ``path`` is as it was. Returns ``path``."""
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp")
+    # 0o666 through the umask, like any file the user creates (mkstemp's 0600 hid the results from
+    # the group on shared storage); O_EXCL so two writers never share a temporary file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            # on disk before the rename: a power cut must not leave a named but truncated file
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 class ResultStore:
     """The cell files under ``root``.
 
@@ -162,21 +183,7 @@ class ResultStore:
             [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=arrow_schema()
         )
         self.cells_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cells_dir / f".{cell.cell_id}.{secrets.token_hex(6)}.tmp"
-        # 0o666 through the umask, like any file the user creates (mkstemp's 0600 hid the results from
-        # the group on shared storage); O_EXCL so two writers never share a temporary file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                # on disk before the rename: a power cut must not leave a named but truncated cell
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(cell.cell_id))
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return self.path(cell.cell_id)
+        return write_atomically(self.path(cell.cell_id), lambda f: pq.write_table(table, f))
 
     def sweep(self, min_age_s: float = 0.0) -> list[Path]:
         """Delete the temporary files that writers killed mid-write left in ``cells/``; the deleted paths.

@@ -222,14 +222,12 @@ def status(
         return
     from ..query import fetch
 
-    _, rows = fetch(results, "SELECT cell_id, task, dataset, model, mode, seed, error FROM results "
-                             "WHERE status = 'failed' ORDER BY task, dataset, model, mode, seed")
+    _, rows = fetch(results, "SELECT cell_id, task, dataset, model, mode, seed, error FROM failures")
     table = Table(title="failed cells", title_justify="left")
     for column in ("cell_id", "cell", "error"):
         table.add_column(column, overflow="fold")
-    for cell_id, task, dataset, model, mode, seed, error in rows:
-        first = error.strip().splitlines()[0] if error and error.strip() else ""
-        table.add_row(cell_id, f"{task}/{dataset}/{model or '-'}/{mode}/seed={seed}", first)
+    for cell_id, task, dataset, model, mode, seed, first_line in rows:
+        table.add_row(cell_id, f"{task}/{dataset}/{model or '-'}/{mode}/seed={seed}", first_line)
     out.print(table)
     out.print("rerun them with: ssl-st run --retry-failed; full tracebacks: ssl-st query \"SELECT error FROM results WHERE status='failed'\"")
     raise typer.Exit(1)
@@ -241,29 +239,68 @@ def _text(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+FORMATS = ("table", "csv", "json", "parquet")
+
+
 @app.command("query")
 def query_cmd(
-    sql: Annotated[str, typer.Argument(help="SQL over the table `results` (DuckDB dialect).")],
+    sql: Annotated[str | None, typer.Argument(
+        help="SQL over the table `results` and the views summary, best and failures (DuckDB dialect); "
+             "not with --view.", show_default=False)] = None,
     results: ResultsOpt = DEFAULT_RESULTS,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    view: Annotated[str | None, typer.Option(
+        "--view", help="A ready-made view instead of SQL: summary (mean ± sd over seeds), best (the best "
+                       "model/mode per task, dataset and metric) or failures (failed cells, first line of the error).",
+        show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet (parquet needs --out).")] = "table",
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="With --format parquet: the file to write (whole or not at all).", show_default=False)] = None,
 ) -> None:
-    """SQL over the results, exposed as a table named `results`."""
+    """SQL over the results, exposed as a table named `results`, or one of its views (--view)."""
     import duckdb
 
-    from ..query import fetch
+    from ..query import VIEWS, arrow, fetch, view_sql
 
-    if fmt not in ("table", "csv", "json"):
-        raise fail(f"--format must be table, csv or json; got '{fmt}'")
-    if not sql.strip():
+    if fmt not in FORMATS:
+        raise fail(f"--format must be table, csv, json or parquet; got '{fmt}'")
+    if view is not None and sql is not None:
+        raise fail(f"pass either SQL or --view, not both; SQL can read the view itself, e.g. "
+                   f"ssl-st query \"SELECT * FROM {view} WHERE ...\"")
+    if view is None and sql is None:
+        raise fail("pass SQL or --view (summary, best or failures), e.g. ssl-st query --view summary")
+    if view is not None and view not in VIEWS:
+        raise fail(f"--view must be summary, best or failures; got '{view}'")
+    if fmt == "parquet" and out_file is None:
+        raise fail("--format parquet needs --out FILE: Parquet is written to a file, not to the terminal")
+    if out_file is not None and fmt != "parquet":
+        raise fail(f"--out is for --format parquet; --format {fmt} goes to standard output (redirect it with >)")
+    if sql is not None and not sql.strip():
         raise fail("SQL: empty; pass a query over the table `results`, e.g. ssl-st query \"SELECT * FROM results LIMIT 5\"")
-    _read_store(results, must_exist=True)
+    store = _read_store(results, must_exist=True)
+    if out_file is not None:
+        _check_out(out_file, store)
+    statement = view_sql(view) if view is not None else sql
     try:
-        columns, rows = fetch(results, sql)
+        if fmt == "parquet":
+            answer = arrow(results, statement)
+            columns = answer.column_names
+        else:
+            columns, rows = fetch(results, statement)
     except duckdb.Error as exc:
         raise fail(f"query failed: {exc}") from None
     if not columns:
         raise fail("SQL: returned no result (no statement, or one that returns nothing); pass a SELECT over `results`")
-    if fmt == "csv":
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        from ..store import write_atomically
+
+        try:
+            write_atomically(out_file, lambda f: pq.write_table(answer, f))
+        except OSError as exc:
+            raise fail(f"{out_file}: could not write it ({exc.strerror or exc})") from None
+        err.print(f"wrote {answer.num_rows} rows to {out_file}", highlight=False, soft_wrap=True)
+    elif fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -281,3 +318,13 @@ def query_cmd(
         for row in rows:
             table.add_row(*map(_text, row))
         out.print(table)
+
+
+def _check_out(path: Path, store: ResultStore) -> None:
+    """``--out`` names a file that can be written and is not read as part of the results, or exit 2."""
+    if path.is_dir():
+        raise fail(f"{path}: a directory; --out must name the Parquet file to write")
+    if not path.parent.is_dir():
+        raise fail(f"{path.parent}: no such directory (--out {path}); create it first")
+    if path.parent.resolve() in (store.cells_dir.resolve(), store.quarantine_dir.resolve()):
+        raise fail(f"--out {path}: inside the store, where every .parquet file is read as a cell; write it elsewhere")
