@@ -32,11 +32,118 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 EpochCallback = Callable[[int, int, float, float], None]
 
 
-def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False):
+def _batches(matrix: sp.csr_matrix, order: np.ndarray, size: int, device: torch.device, drop_last: bool = False,
+             rank: int = 0, world: int = 1):
+    """Dense batches of ``size`` rows in ``order``; of each, worker ``rank`` of ``world`` takes every
+    ``world``-th row (a batch too small to give every worker a row is skipped by all of them)."""
     stop = len(order) - (len(order) % size if drop_last and len(order) >= size else 0)
     for start in range(0, stop, size):
         rows = order[start : start + size]
+        if world > 1:
+            if len(rows) < world:
+                continue
+            rows = rows[rank::world]
         yield torch.from_numpy(matrix[rows].toarray()).to(device, non_blocking=True)
+
+
+class TrainingLoop:
+    """The epochs of one pretraining run, resumable at any epoch boundary.
+
+    One process (``rank=0, world=1``, as :func:`fit` runs it) or one data-parallel worker of
+    ``world`` (:mod:`ssl_st.models.distributed`): every worker draws the same seeded split and the
+    same global batches, takes every ``world``-th cell of each (``rank::world``) and steps on the
+    gradient averaged over workers, which ``network`` (a DDP wrapper there) does. So the steps and
+    the learning-rate schedule do not depend on the number of workers, and one worker trains
+    exactly as :func:`fit`. Each worker draws its masks from its own generator (``seed + rank``).
+    :meth:`state_dict` holds everything the next epoch depends on, the random states included.
+    """
+
+    def __init__(self, network: nn.Module, loss_fn: LossFn, inputs: sp.csr_matrix, plan: Pretraining, *, seed: int,
+                 device: torch.device, module: nn.Module | None = None, rank: int = 0, world: int = 1,
+                 log_dir: str | Path | None = None) -> None:
+        self.network, self.module = network, module if module is not None else network  # module: unwrapped
+        self.loss_fn, self.inputs, self.plan, self.seed, self.device = loss_fn, inputs, plan, seed, device
+        self.rank, self.world = rank, world
+        self.rng = np.random.default_rng(seed)
+        order = self.rng.permutation(inputs.shape[0])
+        n_val = int(round(len(order) * plan.validation_fraction))
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+        if len(self.train_rows) < (plan.batch_size if plan.drop_last else 1):
+            raise ValueError(f"{len(self.train_rows)} training cells cannot fill one batch of {plan.batch_size}; "
+                             "lower batch_size")
+        self.module.to(device)
+        per_epoch = len(self.train_rows) / plan.batch_size
+        self.steps_per_epoch = int(per_epoch) if plan.drop_last else math.ceil(per_epoch)
+        self.optimizer, self.scheduler = plan.optimizer(self.module, self.steps_per_epoch)
+        self.writer = _writer(log_dir)
+        self.step_gen = torch.Generator(device=device).manual_seed(seed + rank)
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.best = (math.inf, -1, copy.deepcopy(self.module.state_dict()))
+        self.epoch, self.steps = 0, 0
+
+    def run_epoch(self) -> tuple[float, float]:
+        """Train one epoch, then validate; returns (train loss, validation loss)."""
+        plan, network = self.plan, self.network
+        network.train()
+        total, count = 0.0, 0
+        for batch in _batches(self.inputs, self.rng.permutation(self.train_rows), plan.batch_size, self.device,
+                              plan.drop_last, self.rank, self.world):
+            loss = self.loss_fn(network, batch, self.step_gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if plan.gradient_clip:
+                nn.utils.clip_grad_norm_(self.module.parameters(), plan.gradient_clip)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if self.writer is not None:
+                self.writer.add_scalar("lr", self.optimizer.param_groups[0]["lr"], self.steps)
+            total += loss.item() * len(batch)
+            count += len(batch)
+            self.steps += 1
+        if self.world > 1:  # the epoch's loss over every worker's cells
+            import torch.distributed as dist
+
+            sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
+        train_loss = total / max(count, 1)
+        # Every worker validates on all validation cells with the same weights and the same seeded
+        # generator, so all of them agree on the best epoch without communicating.
+        val_loss = _evaluate(network, self.loss_fn, self.inputs, self.val_rows, plan.batch_size, self.device, self.seed)
+        self.history["train_loss"].append(train_loss)
+        self.history["val_loss"].append(val_loss)
+        if self.writer is not None:
+            self.writer.add_scalar("loss/train", train_loss, self.epoch)
+            self.writer.add_scalar("loss/val", val_loss, self.epoch)
+        if val_loss < self.best[0]:
+            self.best = (val_loss, self.epoch, copy.deepcopy(self.module.state_dict()))
+        self.epoch += 1
+        return train_loss, val_loss
+
+    def state_dict(self) -> dict:
+        """What the next epoch depends on (this worker's mask generator included)."""
+        return {"epoch": self.epoch, "steps": self.steps, "history": copy.deepcopy(self.history),
+                "best": self.best, "network": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": self.rng.bit_generator.state, "step_gen": self.step_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.steps, self.history, self.best = state["epoch"], state["steps"], state["history"], state["best"]
+        self.module.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["rng"]
+        self.step_gen.set_state(state["step_gen"])
+
+    def finish(self) -> dict:
+        """Restore the best validation epoch's weights; returns the run's record."""
+        if self.writer is not None:
+            self.writer.close()
+        self.module.load_state_dict(self.best[2])
+        self.module.eval()
+        return {**self.history, "best_epoch": self.best[1], "epochs_run": self.epoch, "steps": self.steps}
 
 
 def fit(
@@ -50,58 +157,17 @@ def fit(
     on_epoch: EpochCallback | None = None,
     log_dir: str | Path | None = None,
 ) -> dict:
-    """Train ``network`` on ``loss_fn`` with the loop settings and optimizer of ``plan``; restore the
-    weights of the best validation epoch.
+    """Train ``network`` on ``loss_fn`` with the loop settings and optimizer of ``plan`` in this
+    process; restore the weights of the best validation epoch.
 
     ``log_dir`` receives TensorBoard curves (``loss/train``, ``loss/val`` per epoch, ``lr`` per step).
     """
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(inputs.shape[0])
-    n_val = int(round(len(order) * plan.validation_fraction))
-    val_rows, train_rows = order[:n_val], order[n_val:]
-    if len(train_rows) < (plan.batch_size if plan.drop_last else 1):
-        raise ValueError(f"{len(train_rows)} training cells cannot fill one batch of {plan.batch_size}; lower batch_size")
-    network.to(device)
-    steps_per_epoch = len(train_rows) // plan.batch_size if plan.drop_last else math.ceil(len(train_rows) / plan.batch_size)
-    optimizer, scheduler = plan.optimizer(network, steps_per_epoch)
-    writer = _writer(log_dir)
-    step_gen = torch.Generator(device=device).manual_seed(seed)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    best = (math.inf, -1, copy.deepcopy(network.state_dict()))
-    steps = 0
-    for epoch in range(plan.epochs):
-        network.train()
-        total, count = 0.0, 0
-        for batch in _batches(inputs, rng.permutation(train_rows), plan.batch_size, device, plan.drop_last):
-            loss = loss_fn(network, batch, step_gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if plan.gradient_clip:
-                nn.utils.clip_grad_norm_(network.parameters(), plan.gradient_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if writer is not None:
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], steps)
-            total += loss.item() * len(batch)
-            count += len(batch)
-            steps += 1
-        train_loss = total / max(count, 1)
-        val_loss = _evaluate(network, loss_fn, inputs, val_rows, plan.batch_size, device, seed)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        if writer is not None:
-            writer.add_scalar("loss/train", train_loss, epoch)
-            writer.add_scalar("loss/val", val_loss, epoch)
-        if val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(network.state_dict()))
+    loop = TrainingLoop(network, loss_fn, inputs, plan, seed=seed, device=device, log_dir=log_dir)
+    while loop.epoch < plan.epochs:
+        train_loss, val_loss = loop.run_epoch()
         if on_epoch is not None:
-            on_epoch(epoch, plan.epochs, train_loss, val_loss)
-    if writer is not None:
-        writer.close()
-    network.load_state_dict(best[2])
-    network.eval()
-    return {**history, "best_epoch": best[1], "epochs_run": plan.epochs, "steps": steps}
+            on_epoch(loop.epoch - 1, plan.epochs, train_loss, val_loss)
+    return loop.finish()
 
 
 def _writer(log_dir: str | Path | None):

@@ -1,0 +1,150 @@
+"""Data-parallel pretraining on Ray Train: the loop of :class:`~ssl_st.models.training.TrainingLoop`
+on ``workers`` processes (a ``TorchTrainer``; DDP over gloo on CPUs, nccl on GPUs), a checkpoint
+after every epoch, and a resume from the last one when a worker or its node is lost.
+
+Every worker holds the training matrix (sent once through the object store) and steps on every
+``workers``-th cell of each global batch, so the number of steps, the schedule and, with one
+worker, the weights are those of :meth:`Pretraining.train <ssl_st.models.registry.Pretraining.train>`
+for the same seed. A checkpoint holds the whole loop state (weights, optimiser, scheduler, the
+best epoch so far and every random generator), so a resumed run continues as if it had not
+stopped: it repeats the interrupted epoch only.
+
+>>> model = train_data_parallel(RandomMaskConfig(epochs=20), inputs, vocabulary, Architecture(),
+...                             workers=2, storage="results/train")                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from ..genes import Vocabulary
+    from ..programs import Programs
+    from .architecture import Architecture
+    from .base import SSLModel
+    from .registry import Pretraining
+
+LOOP_STATE = "loop.pt"
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Where the loop runs: ``count`` Ray Train workers, each with ``cpus`` (torch threads) and a
+    GPU if ``use_gpu``; ``max_failures`` restarts from the last checkpoint before the run fails."""
+
+    count: int = 1
+    cpus: float = 1.0
+    use_gpu: bool = False
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"workers must be at least 1 (got {self.count})")
+        if self.cpus <= 0:
+            raise ValueError(f"cpus per worker must be positive (got {self.cpus})")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures must be >= 0 (got {self.max_failures})")
+
+
+def _worker_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the same loop as one process, on its share of every batch."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from ..threads import limit_threads
+    from .training import TrainingLoop
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    limit_threads(max(1, int(config["cpus"])))
+    plan: Pretraining = config["plan"]
+    inputs = ray.get(config["inputs"])
+    loss_fn, _ = plan.loss(config["vocabulary"], config["programs"])
+    torch.manual_seed(config["seed"])  # the same initial weights on every worker, and as one process
+    module = config["architecture"].build(len(config["vocabulary"]), plan.network)
+    device = ray.train.torch.get_device()
+    network = ray.train.torch.prepare_model(module, move_to_device=device)  # DDP when world > 1
+    loop = TrainingLoop(network, loss_fn, inputs, plan, seed=config["seed"], device=device, module=module,
+                        rank=rank, world=world, log_dir=config["log_dir"] if rank == 0 else None)
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as folder:
+            states = torch.load(Path(folder) / LOOP_STATE, weights_only=False)
+        loop.load_state_dict({**states["loop"], "step_gen": states["step_gens"][rank]})
+    while loop.epoch < plan.epochs:
+        train_loss, val_loss = loop.run_epoch()
+        step_gens = _gather(loop.step_gen.get_state(), world)
+        metrics = {"epoch": loop.epoch - 1, "train_loss": train_loss, "val_loss": val_loss,
+                   "resumed": int(resumed is not None)}
+        if rank == 0:
+            print(f"{plan.name}: epoch {loop.epoch}/{plan.epochs}, train {train_loss:.4f}, val {val_loss:.4f}"
+                  f" ({world} worker{'s' if world > 1 else ''})", flush=True)
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save({"loop": loop.state_dict(), "step_gens": step_gens}, Path(folder) / LOOP_STATE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+def _gather(value: Any, world: int) -> list[Any]:
+    """``value`` of every worker, in rank order (each worker's mask generator state)."""
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vocabulary, architecture: Architecture,
+                        *, workers: Workers | int = 1, programs: Programs | None = None, seed: int = 0,
+                        storage: str | Path, name: str = "pretrain", log_dir: str | Path | None = None) -> SSLModel:
+    """Pretrain ``plan``'s objective on Ray Train (the Ray this process is connected to, else a new
+    local one) and return the model with its best validation epoch's weights, as
+    :meth:`Pretraining.train` does. ``storage/name`` holds the run's checkpoints: a run started again
+    with the same ``storage`` and ``name`` resumes from its last checkpoint."""
+    import ray
+    import ray.train
+    import torch
+    from ray.train.torch import TorchTrainer
+
+    from .base import SSLModel
+
+    if plan.needs_programs and not programs:
+        raise ValueError(f"{plan.name} pretraining needs gene programs (a GMT file)")
+    workers = workers if isinstance(workers, Workers) else Workers(count=workers)
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+    storage = Path(storage).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    config = {"plan": plan, "inputs": ray.put(inputs), "vocabulary": vocabulary, "architecture": architecture,
+              "programs": programs, "seed": seed, "cpus": workers.cpus,
+              "log_dir": str(log_dir) if log_dir is not None else None}
+    run_config = ray.train.RunConfig(
+        name=name, storage_path=str(storage),
+        failure_config=ray.train.FailureConfig(max_failures=workers.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+    )
+    scaling = ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
+                                      resources_per_worker={"CPU": workers.cpus})
+    # The trainer resumes by itself from storage/name when that run has a checkpoint.
+    result = TorchTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{storage / name}: the training run ended without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / LOOP_STATE, weights_only=False)["loop"]
+    module = architecture.build(len(vocabulary), plan.network)
+    module.load_state_dict(state["best"][2])
+    module.eval()
+    history = {**state["history"], "best_epoch": state["best"][1], "epochs_run": state["epoch"], "steps": state["steps"]}
+    _, facts = plan.loss(vocabulary, programs)
+    training = {**asdict(plan), **facts, "seed": seed, **history, "workers": workers.count}
+    return SSLModel(module, vocabulary, architecture, plan.name, training)

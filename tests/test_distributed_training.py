@@ -1,0 +1,88 @@
+"""Data-parallel pretraining on Ray Train (the shared 2-CPU test Ray): one worker trains exactly as
+one process does; two workers train, checkpoint every epoch, and a worker that dies mid-run is
+replaced and resumes from the last checkpoint to the very weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_st import datasets
+from ssl_st.genes import Vocabulary
+from ssl_st.models import Architecture, RandomMaskConfig
+from ssl_st.models.distributed import Workers, train_data_parallel
+from ssl_st.pp import model_input
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ARCH = Architecture(units=(32, 16))
+PLAN = RandomMaskConfig(epochs=3, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def atlas():
+    adata = datasets.generate("atlas", n_cells=400)
+    vocabulary = Vocabulary.from_var(adata.var)
+    inputs, _ = model_input(adata, vocabulary)
+    return inputs, vocabulary
+
+
+def _same_weights(a, b) -> None:
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@dataclass(frozen=True)
+class CrashOnce(RandomMaskConfig):
+    """Random Mask whose worker of rank ``rank`` dies (os._exit, as a kill would) in its second
+    epoch, once: the marker file says it already did."""
+
+    marker: str = ""
+    rank: int = 0
+
+    def loss(self, vocabulary, programs):
+        loss_fn, facts = super().loss(vocabulary, programs)
+        calls = {"n": 0}
+
+        def crashing(network, x, gen):
+            calls["n"] += 1
+            import ray.train
+
+            if ray.train.get_context().get_world_rank() == self.rank and calls["n"] > 8 and not os.path.exists(self.marker):
+                Path(self.marker).write_text("crashed")
+                os._exit(1)
+            return loss_fn(network, x, gen)
+
+        return crashing, facts
+
+
+def test_one_worker_dies_resumes_and_ends_with_the_weights_of_one_process(atlas, tmp_path, ray_address):
+    """One worker trains exactly as one process; killed in epoch 2, it is replaced and resumes from
+    the epoch-1 checkpoint (weights, optimiser, random states), so even then the weights match."""
+    inputs, vocabulary = atlas
+    alone = PLAN.train(inputs, vocabulary, ARCH, seed=3, device="cpu")
+    marker = tmp_path / "crashed"
+    plan = CrashOnce(epochs=PLAN.epochs, batch_size=PLAN.batch_size, marker=str(marker))
+    ray_train = train_data_parallel(plan, inputs, vocabulary, ARCH, workers=Workers(count=1, max_failures=1), seed=3,
+                                    storage=tmp_path / "run")
+    assert marker.exists(), "the worker did not die"
+    _same_weights(alone, ray_train)
+    assert ray_train.training["val_loss"] == pytest.approx(alone.training["val_loss"], rel=1e-5)
+    assert ray_train.training["best_epoch"] == alone.training["best_epoch"]
+    assert len(list((tmp_path / "run").rglob("loop.pt"))) >= 1  # a checkpoint per epoch, the last 2 kept
+
+
+def test_two_workers_train_one_model_data_parallel(atlas, tmp_path, ray_address):
+    inputs, vocabulary = atlas
+    model = train_data_parallel(RandomMaskConfig(epochs=2, batch_size=64), inputs, vocabulary, ARCH,
+                                workers=Workers(count=2, cpus=1), seed=3, storage=tmp_path)
+    history = model.training
+    assert history["workers"] == 2 and len(history["val_loss"]) == 2
+    assert history["val_loss"][1] < history["val_loss"][0]  # the averaged gradients train the model
+    assert history["steps"] == 2 * len(range(0, int(inputs.shape[0] * 0.9), 64))  # as many steps as one process
