@@ -48,15 +48,22 @@ def test_data_shard_refuses_bad_input_and_writes_nothing(files, args, message):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_embed_a_shard_directory_equals_the_h5ad_path(files, ray_address, monkeypatch):
+def test_pretrain_on_two_workers_from_shards_then_embed_the_shards(files, ray_address, monkeypatch):
+    """Issue 12: `ssl-st pretrain --workers 2` trains from shards and writes a checkpoint that
+    `ssl-st embed` loads; the shards' embedding equals the .h5ad path's for the same model."""
     monkeypatch.setenv("RAY_ADDRESS", ray_address)
     run_cli("data", "shard", str(files / "cells.h5ad"), "--out", str(files / "shards"), "--rows-per-shard", "64",
             check=True)
-    result = run_cli("embed", str(files / "m.ckpt"), str(files / "shards"), "--out", str(files / "emb"),
+    trained = run_cli("pretrain", str(files / "shards"), "--method", "random-mask", "--units", "32,16", "--epochs", "2",
+                      "--batch-size", "32", "--workers", "2", "--device", "cpu", "--out", str(files / "p.ckpt"), check=True)
+    assert "random-mask checkpoint from 2 worker(s)" in trained.stdout
+    model = SSLModel.load(files / "p.ckpt")
+    assert model.training["workers"] == 2 and len(model.training["val_loss"]) == 2
+    result = run_cli("embed", str(files / "p.ckpt"), str(files / "shards"), "--out", str(files / "emb"),
                      "--device", "cpu", "--batch-size", "50", check=True)
     assert "200 cells x 16-d embedding" in result.stdout
     want = panel(n_cells=200, n_genes=15)
-    tl.embed(want, SSLModel.load(files / "m.ckpt"), key="X_ref", device="cpu")  # what `embed` on the .h5ad writes
+    tl.embed(want, model, key="X_ref", device="cpu")  # what `embed` on the .h5ad writes
     got = read_embedding(files / "emb")
     assert list(got.cell_ids) == list(want.obs_names)
     np.testing.assert_allclose(got.values, want.obsm["X_ref"], rtol=1e-5, atol=1e-5)

@@ -128,7 +128,7 @@ def _parse_set(items: list[str]) -> dict[str, float | int]:
 
 @app.command()
 def pretrain(
-    reference: Annotated[Path, typer.Argument(help="Reference cells (.h5ad; raw counts, or what --values declares).")],
+    reference: Annotated[Path, typer.Argument(help="Reference cells: an .h5ad (raw counts, or what --values declares), a shard directory (`ssl-st data shard`) or a Merlin store (with --split).")],
     method: Annotated[str, typer.Option(help="A pretraining method: random-mask, gp-mask, barlow-twins (or a registered plugin).")],
     out_path: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.ckpt); <name>.var.parquet and <name>.json go beside it.")],
     programs: Annotated[Path | None, typer.Option(help="gp-mask: gene programs (GMT file).")] = None,
@@ -143,8 +143,13 @@ def pretrain(
     log_dir: Annotated[Path | None, typer.Option(help="TensorBoard directory (default: beside the checkpoint).")] = None,
     values: ValuesOpt = None,
     target_sum: TargetSumOpt = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (data parallel; a checkpoint per epoch under <out>-train/, from which a lost worker resumes); 0: train in this process.")] = 0,
+    cpus_per_worker: Annotated[float, typer.Option(help="With --workers: CPUs (torch threads) per worker.")] = 1.0,
+    split: Annotated[str | None, typer.Option(help="Merlin store: the split to train on (train, val, test).")] = None,
+    address: Annotated[str | None, typer.Option(help="With --workers: a Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
-    """Pretrain an encoder on any reference AnnData; writes a checkpoint in the published layout."""
+    """Pretrain an encoder on any reference AnnData or shard directory; writes a checkpoint in the
+    published layout. With --workers N, on N Ray Train workers."""
     from ssl_st.models import PRETRAINING
 
     if method not in PRETRAINING:
@@ -172,13 +177,30 @@ def pretrain(
     from ssl_st.models import Architecture
     from ssl_st.pp import model_input
 
-    adata = read_h5ad(reference, "the reference", values=values, target_sum=target_sum)
-    vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(adata.var)
-    inputs, coverage = model_input(adata, vocabulary)
+    if workers < 0:
+        raise fail(f"--workers must be 0 (this process) or more; got {workers}")
+    if reference.is_dir():
+        inputs, vocabulary, coverage = _shard_inputs(reference, genes, split, values, target_sum)
+    else:
+        if split is not None:
+            raise fail(f"--split names a split of a Merlin store; {reference} is a file")
+        adata = read_h5ad(reference, "the reference", values=values, target_sum=target_sum)
+        vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(adata.var)
+        inputs, coverage = model_input(adata, vocabulary)
     drop = dropout if dropout is not None else (0.0 if training.network == "barlow-twins" else 0.1)
     architecture = Architecture(units=widths, dropout=drop)
     log_dir = log_dir or out_path.with_suffix("").parent / f"{out_path.stem}-tensorboard"
-    err.print(f"pretraining {method} on {adata.n_obs} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured); curves: {log_dir}")
+    err.print(f"pretraining {method} on {inputs.shape[0]} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured); curves: {log_dir}")
+    if workers:
+        model = _pretrain_on_workers(training, inputs, vocabulary, architecture, gene_programs, seed=seed,
+                                     workers=workers, cpus=cpus_per_worker, device=device, address=address,
+                                     storage=out_path.with_suffix("").parent / f"{out_path.stem}-train", log_dir=log_dir)
+        path = model.save(out_path)
+        from ssl_st.files import vocabulary_path
+
+        out.print(f"{path}: {method} checkpoint from {workers} worker(s) (best epoch "
+                  f"{model.training.get('best_epoch', 0) + 1}); genes: {vocabulary_path(path)}")
+        return
 
     with epoch_progress(f"pretraining {method}", training.epochs) as advance:
         def show(epoch: int, total: int, train: float, val: float) -> None:  # epoch counts from 0
@@ -194,6 +216,51 @@ def pretrain(
 
     out.print(f"{path}: {method} checkpoint (best epoch {model.training.get('best_epoch', 0) + 1}); genes: {vocabulary_path(path)}")
 
+
+
+def _shard_inputs(path: Path, genes: Path | None, split: str | None, values: str | None, target_sum: float | None):
+    """A shard directory or Merlin split as pretraining input: (inputs, vocabulary, coverage)."""
+    from ssl_st.genes import Vocabulary
+    from ssl_st.shards import ShardError, open_source
+    from ssl_st.shards.inputs import read_inputs
+
+    if values is not None or target_sum is not None:
+        raise fail("--values and --target-sum apply to an .h5ad; shards carry their value type in their manifest")
+    try:
+        source = open_source(path, split=split)
+        vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(source.var())
+        inputs, coverage = read_inputs(source, vocabulary)
+    except (ShardError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    return inputs, vocabulary, coverage
+
+
+def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *, seed: int, workers: int, cpus: float,
+                         device: str, address: str | None, storage: Path, log_dir: Path):
+    """``ssl-st pretrain --workers N``: Ray Train; a run started again into the same --out resumes."""
+    import ray
+
+    from ssl_st.models.distributed import Workers, train_data_parallel
+
+    use_gpu = device == "cuda"
+    if not ray.is_initialized():
+        import os
+
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=True, logging_level="WARNING")
+    import hashlib
+    from dataclasses import asdict
+
+    # The run's checkpoints are named after what it trains, so a changed setting never resumes
+    # from another run's state.
+    what = repr((type(training).__name__, asdict(training), seed, asdict(architecture), workers, inputs.shape, inputs.nnz))
+    name = f"{training.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+    try:
+        return train_data_parallel(training, inputs, vocabulary, architecture, programs=programs, seed=seed,
+                                   workers=Workers(count=workers, cpus=cpus, use_gpu=use_gpu), storage=storage,
+                                   name=name, log_dir=log_dir)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 @models_app.command("pull")
 def models_pull(

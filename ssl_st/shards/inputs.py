@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ import scipy.sparse as sp
 from ..genes import Coverage, GeneMapping, Vocabulary, map_genes
 from ..io.values import ValueType
 from ..pp import TargetSum, log_normalized, model_input
+
+if TYPE_CHECKING:
+    from .source import Source
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,19 @@ def batch_inputs(plan: InputPlan, batch: pa.Table) -> sp.csr_matrix:
     else:
         matrix = sparse_rows(batch, plan.n_genes)
     return log_normalized(plan.mapping.apply(matrix), plan.values, plan.target_sum)
+
+
+def read_inputs(source: Source, vocabulary: Vocabulary, *, target_sum: TargetSum = 1e4,
+                min_coverage: float = 0.0) -> tuple[sp.csr_matrix, Coverage]:
+    """Every cell of a checked ``source`` as the model input (sparse, in row order), as
+    ``model_input`` makes it of the same cells; reads one file at a time, so what it holds at once
+    is the sparse result and one shard. For pretraining from shards."""
+    import pyarrow.parquet as pq
+
+    plan, coverage = plan_inputs(source.var(), vocabulary, values=source.values, dense=source.dense,
+                                 target_sum=target_sum, min_coverage=min_coverage)
+    columns = ["X"] if source.dense else ["indices", "counts"]
+    parts = [batch_inputs(plan, pq.read_table(f, columns=columns)) for f in source.files]
+    if not parts:
+        return sp.csr_matrix((0, len(vocabulary)), dtype=np.float32), coverage
+    return sp.vstack(parts, format="csr"), coverage
