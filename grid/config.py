@@ -22,6 +22,7 @@ from ssl_st.io.values import Values
 from ssl_st.models import PRETRAINING, Architecture
 
 from . import schema
+from .pulled import Pulled
 from .schema import FieldError, suggest
 from .resources import Resources
 from .tasks import TASK_KINDS, TaskSpec
@@ -38,12 +39,14 @@ DEMO_MAX_CELLS = 200_000
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset: the built-in simulator (``source: demo``), a vendor output folder (``xenium``,
-    ``merscope``) or an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns)."""
+    ``merscope``) or an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns). An h5ad
+    file and the ortholog table may be one of the study's files, named as ``ssl-st data pull`` names
+    it (``path: {pull: merscope-human-neocortex}``, :mod:`grid.pulled`)."""
 
     name: str
     source: Literal["demo", "h5ad", "xenium", "merscope", "imputed"] = "demo"
     flavour: DemoFlavour | None = None
-    path: str | None = None
+    path: str | Pulled | None = None
     n_cells: int | None = None
     seed: int = 0  # generation seed of a demo dataset (not the grid seed)
     label_key: str = "cell_type"
@@ -55,7 +58,7 @@ class DatasetSpec:
     gene_symbols: str | None = None  # h5ad: var column of symbols
     gene_ids: str | None = None  # h5ad: var column of Ensembl IDs
     species: Literal["human", "mouse"] | None = None  # default human; the demo's slideseq-mouse is mouse
-    orthologs: str | None = None  # mouse: one-to-one ortholog table (CSV), or demo
+    orthologs: str | Pulled | None = None  # mouse: one-to-one ortholog table (CSV), or demo
     base: str | None = None  # imputed: the dataset whose panel is imputed
     impute: ImputeConfig | None = None  # imputed: method and its settings
     impute_reference: str | None = None  # imputed: single-cell reference (default: the config's reference)
@@ -65,6 +68,7 @@ class DatasetSpec:
     target_sum: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_pulled()
         if self.source == "demo" and self.flavour is None:
             raise ValueError(f"dataset '{self.name}': a demo dataset needs 'flavour' (atlas, merscope, xenium, slideseq, slideseq-mouse)")
         if self.source == "imputed" and (not self.base or self.impute is None):
@@ -80,6 +84,17 @@ class DatasetSpec:
             raise ValueError(f"dataset '{self.name}': mouse data needs 'orthologs' (a one-to-one ortholog CSV, or demo)")
         self._check_labels()
         self._check_values()
+
+    def _check_pulled(self) -> None:
+        """A pulled file must be what its field reads: the study's h5ad files, an ortholog table."""
+        owner = f"dataset '{self.name}'"
+        if isinstance(self.path, Pulled):
+            self.path.expect("path", (".h5ad",), owner, "an h5ad file")
+            if self.source != "h5ad":
+                raise FieldError("source" if self.source != "demo" else "path",
+                                 f"{owner}: '{self.path.pull}' is an h5ad file; set source: h5ad")
+        if isinstance(self.orthologs, Pulled):
+            self.orthologs.expect("orthologs", (".csv", ".tsv"), owner, "an ortholog table (CSV)")
 
     def _check_labels(self) -> None:
         """``labels`` is a CSV for the instruments' outputs; everywhere else labels are an obs column."""
@@ -134,8 +149,10 @@ class ModelSpec:
     # the method's own settings class; unset ones take its defaults
     pretrain: Annotated[Any, schema.ChosenBy("method", PRETRAINING)] = None
     programs: str | None = None  # gp-mask: a GMT file, or "demo" for the simulator's programs
-    checkpoint: str | None = None  # checkpoint: a published or ssl-st checkpoint file
-    genes: str | None = None  # checkpoint: its gene order (default: <checkpoint>.var.parquet, else var.parquet beside it)
+    # checkpoint: a published or ssl-st checkpoint file, or {pull: RandomMask} (as `ssl-st models pull` names it)
+    checkpoint: str | Pulled | None = None
+    # checkpoint: its gene order (default: <checkpoint>.var.parquet, else var.parquet beside it), or {pull: var}
+    genes: str | Pulled | None = None
     trusted: bool = False  # checkpoint: allow unpickling objects (only for files you trust)
     seed: int = 0  # weight-initialisation and training seed (fixed per model, not per grid seed)
 
@@ -145,6 +162,11 @@ class ModelSpec:
             raise ValueError(f"model '{self.name}': unknown method '{self.method}'{suggest(self.method, methods)}")
         if self.method == "checkpoint" and not self.checkpoint:
             raise ValueError(f"model '{self.name}': method checkpoint needs 'checkpoint: path/to/file.ckpt'")
+        owner = f"model '{self.name}'"
+        if isinstance(self.checkpoint, Pulled):
+            self.checkpoint.expect("checkpoint", (".ckpt",), owner, "a checkpoint (.ckpt)")
+        if isinstance(self.genes, Pulled):
+            self.genes.expect("genes", (".parquet",), owner, "a gene order (var.parquet)")
         if self.pretrain is not None and self.method not in PRETRAINING:
             raise ValueError(f"model '{self.name}': {self.method} is not trained here; remove its 'pretrain' section")
         training = self.training
@@ -260,12 +282,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiments file; raises :class:`grid.schema.ConfigError`.
 
     Relative dataset paths are taken relative to the file, so a study folder can move as a whole;
-    files that do not exist are reported here, before any work is scheduled.
+    files that do not exist are reported here, before any work is scheduled. Pulled files
+    (``{pull: NAME}``, :mod:`grid.pulled`) are not looked for: a config that names them is valid on a
+    machine that has not downloaded them yet (``ssl-st plan`` lists what it has to fetch).
     """
     config = schema.load(ExperimentConfig, path)
     base = Path(path).resolve().parent
-    def absolute(value: str | None) -> str | None:
-        if value is None or value == "demo" or Path(value).is_absolute():
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or value == "demo" or Path(value).is_absolute():
             return value
         return str((base / value).resolve())
 
@@ -287,7 +311,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     missing = [
         schema.Problem(str(path), *field_position(path, where), where, f"{value} does not exist; fix the path or remove {owner}")
         for where, value, owner in files
-        if value and value != "demo" and not Path(value).exists()
+        if isinstance(value, str) and value != "demo" and not Path(value).exists()
     ]
     if missing:
         raise schema.ConfigError(str(path), missing)

@@ -25,6 +25,7 @@ MANIFEST_NAME = "manifest.json"  # inside a model folder; a dataset's sits besid
 MANIFEST_VERSION = 1
 
 from .config import DatasetSpec, ExperimentConfig, ModelSpec
+from .pulled import Pulled, fetch_commands, missing, pulled_fields
 from .tasks import CellSpec, TaskSpec
 
 
@@ -164,7 +165,8 @@ def check_manifest(artifact_path: Path, *, checksums: bool = False) -> tuple[Art
 
 
 def artifact_summary(artifacts: list[Artifact] | tuple[Artifact, ...], root: Path) -> str:
-    """``ssl-st plan``'s artifact line: counts, and every broken or unverified artifact by name."""
+    """``ssl-st plan``'s artifact line: counts, every broken or unverified artifact by name, and the
+    pulled files (:mod:`grid.pulled`) that artifacts still to build need and this machine lacks."""
     checked = [(a, *a.check(root)) for a in artifacts]
     built = sum(state == "built" for _, state, _ in checked)
     line = f"artifacts: {built}/{len(checked)} built"
@@ -173,7 +175,46 @@ def artifact_summary(artifacts: list[Artifact] | tuple[Artifact, ...], root: Pat
         named = [f"{a.path(root).relative_to(root / 'artifacts').as_posix()} ({why})" for a, s, why in checked if s == state]
         if named:
             line += f", {len(named)} {state}: {'; '.join(named)} [{hint}]"
-    return line + " (datasets and models, shared by cells)"
+    line += " (datasets and models, shared by cells)"
+    absent = missing(a.source for a, state, _ in checked if state != "built" and a.source is not None)
+    if absent:
+        line += (f"\nto fetch: {len(absent)} downloaded file(s) that the datasets and models to build read are not "
+                 f"on this machine; before `ssl-st run` here: {'; '.join(fetch_commands(absent))}")
+    return line
+
+
+def download_problems(plan: Plan, config_file: str | Path, root: Path) -> list[Any]:
+    """The pulled files that artifacts still to build need and this machine has not downloaded,
+    each a ``grid.schema.Problem`` at the line of the field that names it, with the command that
+    fetches it: what a run that builds them here would fail on (``ssl-st plan`` lists them and goes on)."""
+    from .config import field_position
+    from .schema import Problem
+
+    config = plan.config
+    todo = {id(a.source) for a in plan.artifacts.values() if a.source is not None and a.state(root) != "built"}
+    problems: list[Problem] = []
+    for section, specs in (("datasets", config.datasets), ("models", config.models)):
+        for i, spec in enumerate(specs):
+            if id(spec) not in todo:
+                continue
+            for key, pulled in pulled_fields(spec):
+                if not pulled.is_present():
+                    where = f"{section}[{i}].{key}"
+                    problems.append(Problem(str(config_file), *field_position(config_file, where), where,
+                                            f"'{pulled.pull}' is not downloaded on this machine (no file at "
+                                            f"{pulled.local_path()}); run `{pulled.command}`"))
+    return problems
+
+
+def resource_summary(plan: Plan) -> str:
+    """What the plan asks Ray for, per stage: each task's request and how many tasks make it."""
+    counts: dict[str, int] = {}
+    for artifact in plan.artifacts.values():
+        counts[artifact.stage] = counts.get(artifact.stage, 0) + 1
+    for cell in plan.cells:
+        counts[cell.stage] = counts.get(cell.stage, 0) + 1
+    parts = [f"{stage} {plan.config.resources_for(stage).describe()} x {n}" for stage, n in counts.items()]
+    return "resources per task: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -224,9 +265,12 @@ class Plan:
         return list(ordered.values())
 
 
-def file_identity(path: str | None) -> dict[str, Any] | None:
+def file_identity(path: str | Pulled | None) -> dict[str, Any] | None:
     """A cheap stand-in for a file's content in ids: path, size and modification time (hashing a
-    250 MB checkpoint on every ``ssl-st status`` would be slow). Replacing a file renews the ids."""
+    250 MB checkpoint on every ``ssl-st status`` would be slow). Replacing a file renews the ids. A
+    pulled file is what its registry says it is (:meth:`grid.pulled.Pulled.identity`), downloaded or not."""
+    if isinstance(path, Pulled):
+        return path.identity()
     if path is None or path == "demo":
         return None
     stat = Path(path).stat()
@@ -248,7 +292,7 @@ def dataset_content(spec: DatasetSpec) -> dict[str, Any]:
             del content[key]
     content["species"] = spec.resolved_species
     for key in ("path", "labels", "orthologs"):
-        content[f"{key}_file"] = file_identity(content[key])
+        content[f"{key}_file"] = file_identity(getattr(spec, key))
     return content
 
 
@@ -291,7 +335,7 @@ class Expansion:
         content: dict[str, Any] = {"model": spec}
         inputs: dict[str, str] = {}
         if model.method == "checkpoint":  # weights and vocabulary come from the files
-            spec.update(checkpoint=model.checkpoint, genes=model.genes, trusted=model.trusted)
+            spec.update(checkpoint=canonical(model.checkpoint), genes=canonical(model.genes), trusted=model.trusted)
             content["files"] = {"checkpoint": file_identity(model.checkpoint), "genes": file_identity(model.genes)}
         else:
             spec["encoder"] = asdict(model.encoder)
@@ -371,6 +415,10 @@ def plan_problems(plan: Plan, config_file: str | Path) -> list[Any]:
     columns: dict[str, list[str] | str] = {}
     for (name, key), field in wanted.items():
         path = config.dataset(name).path
+        if isinstance(path, Pulled):  # checked once downloaded; until then it is on the "to fetch" list
+            if not path.is_present():
+                continue
+            path = str(path.local_path())
         if path not in columns:
             try:
                 columns[path] = obs_columns(path)

@@ -183,11 +183,19 @@ class _Builder:
             return None
         if len(options) == 1:
             return self.convert(options[0], node, field)
+        trials: list[tuple[Any, _Builder]] = []
         for option in options:  # first alternative that converts cleanly wins
             trial = _Builder(self.filename)
             value = trial.convert(option, node, field)
             if not trial.problems:
                 return value
+            trials.append((option, trial))
+        # When only one alternative takes this kind of node (a mapping: the one record among
+        # ``str | Pulled``), its own problems say what is wrong inside it, better than a list of types.
+        fitting = [trial for option, trial in trials if _takes(option, node)]
+        if len(fitting) == 1:
+            self.problems.extend(fitting[0].problems)
+            return _INVALID
         names = " or ".join("null" if a is _NONE_TYPE else getattr(a, "__name__", str(a)) for a in args)
         got = f"{node.value!r}" if isinstance(node, ScalarNode) else _node_kind(node)
         return self.fail(node, field, f"expected {names}; got {got}")
@@ -305,6 +313,18 @@ class _Builder:
         except ValueError as exc:  # cross-field checks from __post_init__
             return self.fail(node, field, str(exc))
         return values if as_given else built
+
+
+def _takes(tp: Any, node: Node) -> bool:
+    """Whether a type of a union is written as this kind of node (a record or dict as a mapping, a
+    tuple as a list); used only to choose whose problems to report."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = tp.__origin__
+    if dataclasses.is_dataclass(tp) or tp is dict or typing.get_origin(tp) is dict:
+        return isinstance(node, MappingNode)
+    if tp is tuple or typing.get_origin(tp) is tuple:
+        return isinstance(node, SequenceNode)
+    return False
 
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

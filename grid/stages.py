@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import DatasetSpec, ModelSpec
 from .plan import Artifact, Cell, manifest_path, write_manifest
+from .pulled import local
 from .tasks import CellInputs, Row
 
 
@@ -29,6 +30,9 @@ def load_dataset(spec: DatasetSpec):
     """
     from ssl_st import datasets, io
 
+    # A pulled file is looked up in this machine's cache; FileNotFoundError names the pull command.
+    path = local(spec.path, f"dataset '{spec.name}' path")
+    orthologs = local(spec.orthologs, f"dataset '{spec.name}' orthologs")
     try:
         if spec.source == "demo":
             adata = datasets.generate(spec.flavour, seed=spec.seed, n_cells=spec.n_cells)
@@ -38,9 +42,9 @@ def load_dataset(spec: DatasetSpec):
             options = {k: getattr(spec, k) for k in keys if getattr(spec, k) is not None}
             if spec.source == "h5ad":
                 options["label_key"] = None  # labels are checked by the task that uses them (and by ssl-st plan)
-            adata = io.first_cells(io.read(spec.path, format=spec.source, **options), spec.n_cells)
-        return io.to_human_space(adata, species=spec.resolved_species, orthologs=spec.orthologs,
-                                 where=spec.path or f"demo {spec.flavour}")
+            adata = io.first_cells(io.read(path, format=spec.source, **options), spec.n_cells)
+        return io.to_human_space(adata, species=spec.resolved_species, orthologs=orthologs,
+                                 where=path or f"demo {spec.flavour}")
     except io.DataError as err:
         raise err.spelled("yaml") from None
 
@@ -133,7 +137,8 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
     try:
         spec: ModelSpec = artifact.source  # type: ignore[assignment]
         if spec.method == "checkpoint":
-            model = SSLModel.load(spec.checkpoint, genes=spec.genes, trusted=spec.trusted)
+            model = SSLModel.load(local(spec.checkpoint, f"model '{spec.name}' checkpoint"),
+                                  genes=local(spec.genes, f"model '{spec.name}' genes"), trusted=spec.trusted)
         else:
             vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
             training = spec.training

@@ -6,6 +6,8 @@ Ray, sklearn, torch-geometric), so they answer at once; ``run`` imports Ray and 
 
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -108,9 +110,10 @@ def plan(
             table.add_row(*key, str(len(cells)), *map(str, counts))
     out.print(table)
     from ..lock import describe, holder
-    from ..plan import artifact_summary
+    from ..plan import artifact_summary, resource_summary
 
     out.print(artifact_summary(list(grid_plan.artifacts.values()), results), soft_wrap=True, highlight=False)
+    out.print(resource_summary(grid_plan), soft_wrap=True, highlight=False)
     if (running := holder(results)) is not None:
         out.print(f"a run is writing these results now ({describe(running)})", soft_wrap=True, highlight=False)
 
@@ -138,7 +141,15 @@ def run(
     skipped_failed = sum(s == FAILED for s in status.values()) if not (force or retry_failed) else 0
     if todo:
         from .. import ray_exec
+        from ..plan import download_problems
 
+        # Files this machine has not pulled fail their builds; on an embedded Ray every build runs
+        # here, so say so now. A cluster's nodes may have their own caches: there it is a warning.
+        if missing := download_problems(grid_plan, config, results):
+            listing = "\n".join(str(p) for p in missing)
+            if address is None and not os.environ.get("RAY_ADDRESS"):
+                raise fail(f"{listing}\nnothing was run")
+            err.print(f"{listing}\n(warning: each node that builds these needs the file)", highlight=False)
         try:
             joined = ray_exec.connect(address, num_cpus=num_cpus, retries=cfg.retries)
         except ConnectionError as exc:

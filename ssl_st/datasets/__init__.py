@@ -5,6 +5,9 @@
 
 Files are cached as h5ad under ``$SSL_ST_CACHE`` (default ``~/.cache/ssl-st``), keyed by everything
 that determines their content, and written atomically so concurrent workers never read half a file.
+
+Importing the package is cheap (anndata and the simulator load on first use): a config that names
+the study's files (:mod:`.registry`) is read without the data stack.
 """
 
 from __future__ import annotations
@@ -12,11 +15,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
-from anndata import AnnData
-
-from . import simulate
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 DEMO_FLAVOURS = ("atlas", "merscope", "xenium", "slideseq", "slideseq-mouse")
 DEFAULT_CELLS = {"atlas": 8000, "merscope": 5000, "xenium": 5000, "slideseq": 5000, "slideseq-mouse": 5000}
@@ -28,6 +30,8 @@ def default_cache_dir() -> Path:
 
 def generate(flavour: str, *, seed: int = 0, n_cells: int | None = None, world_seed: int = 0) -> AnnData:
     """Simulate one demo dataset in memory (no cache)."""
+    from . import simulate
+
     if flavour not in DEMO_FLAVOURS:
         raise ValueError(f"unknown demo flavour '{flavour}'; choose one of {', '.join(DEMO_FLAVOURS)}")
     n = n_cells or DEFAULT_CELLS[flavour]
@@ -59,6 +63,8 @@ def demo_path(
     cache_dir: str | Path | None = None,
 ) -> Path:
     """Path of the cached demo dataset, generating it first if needed."""
+    from . import simulate
+
     n = n_cells or DEFAULT_CELLS.get(flavour, 0)
     name = f"demo-{flavour}-seed{seed}-n{n}-world{world_seed}-v{simulate.SIMULATOR_VERSION}.h5ad"
     path = Path(cache_dir or default_cache_dir()) / name
@@ -69,4 +75,6 @@ def demo_path(
 
 def demo(flavour: str, **kwargs) -> AnnData:
     """Load a demo dataset (see :func:`demo_path` for the arguments)."""
+    import anndata as ad
+
     return ad.read_h5ad(demo_path(flavour, **kwargs))

@@ -41,6 +41,13 @@ STUDY_DATASETS: dict[str, PublishedFile] = {
               "single-cell human neocortex, 232,328 cells, pre-filtered to scTab genes"),
         _file("hit-ca4-dgc", "HiT_CA4_DGC_filtered.h5ad", "single-cell hippocampus CA4/DGC, 56,367 cells"),
         _file("human-great-apes", "Human_Great_Apes_filtered.h5ad", "single-cell great apes, 156,285 cells"),
+        # The study's imputations of the Xenium panel (its section 7), each a dataset of its own:
+        _file("xenium-human-breast-tangram", "ad_ge_imputed_Xenium_breast_cancer_sample1_replicate1.h5ad",
+              "Xenium breast, Tangram-imputed: 167,780 cells x 17,693 genes, projected values (not counts)"),
+        _file("xenium-human-breast-spage", "SpaGE_imputed_Xenium_breast_cancer_sample1_replicate1.h5ad",
+              "Xenium breast, SpaGE-imputed: 167,780 cells x 18,085 genes, log-normalised (float16)"),
+        _file("xenium-human-breast-uniport", "uniport_imputed_Xenium_breast_cancer_sample1_replicate1.h5ad",
+              "Xenium breast, uniPort-imputed: 166,354 cells x 18,079 genes, batch-scaled log values (float16)"),
         PublishedFile(
             "ensembl-homologs", "CSHCY/Reusability_SSL_in_SCG",
             "reusability_ssl_in_scg/slide_seq_mouse_kidney/ensembl_homologs.csv",
