@@ -20,11 +20,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from anndata import AnnData
+
+if TYPE_CHECKING:
+    from anndata import AnnData  # annotations only: the model paths run without anndata
 
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 # Where scverse/10x/CELLxGENE files usually keep gene IDs and symbols, in order of preference.

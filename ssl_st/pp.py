@@ -12,14 +12,16 @@ any of them, and the models (:func:`model_input`) and the domain methods
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from anndata import AnnData
 
 from .genes import Coverage, Vocabulary, map_genes
 from .io.values import COUNTS, ValueType
+
+if TYPE_CHECKING:
+    from anndata import AnnData  # annotations only: the model paths run without anndata
 
 TargetSum = float | Literal["median"]
 DEFAULT_TARGET_SUM = 1e4  # where declared normalised values go when "median" is asked for (see below)
