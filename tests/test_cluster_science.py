@@ -10,6 +10,15 @@ import pytest
 
 from cluster import DomainConfig, find_domains, score_domains
 from ssl_st import datasets
+from ssl_st.threads import limited_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _both_cores():
+    # Full-batch training in this process while the shared Ray idles: torch may use both cores
+    # (conftest pins one thread for the tests that run beside Ray workers).
+    with limited_threads(2):
+        yield
 
 
 @pytest.fixture(scope="module")

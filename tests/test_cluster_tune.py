@@ -51,29 +51,6 @@ def test_label_free_score_prefers_true_domains_over_noise():
     assert merged["count_fit"] == pytest.approx(0.5)
 
 
-def test_label_free_and_oracle_searches_run_at_once_each_on_its_own_objective(section_path, tmp_path, ray_address):
-    """Two searches at once in one Ray job, as a grid's label-free and oracle cells run: each must
-    optimise its own objective (they must not share a registered trainable) and record it as such."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    def search(objective: str, storage: str):
-        return tune_domains(_section(section_path), BASE, SPACE, objective=objective, storage=storage, labels="layer", seed=1)
-
-    free, oracle = ray.get([search.remote("label-free", str(tmp_path / "a")), search.remote("oracle", str(tmp_path / "b"))])
-    assert len(free.trials) == len(oracle.trials) == SPACE.num_samples
-    assert free.objective == "label-free" and oracle.objective == "oracle"
-    # each optimises its own score: the oracle's best is the best ARI among its trials
-    assert oracle.score == pytest.approx(oracle.trials["ari"].max()) == pytest.approx(oracle.metrics["ari"])
-    assert free.score == pytest.approx(free.trials["label_free_score"].max()) == pytest.approx(free.metrics["label_free_score"])
-    assert free.score != pytest.approx(free.metrics["ari"])
-    assert 2 <= free.best.settings.pca_components <= 30
-    assert free.best == DomainConfig(DOMAIN_METHODS["gmm"](pca_components=free.best.settings.pca_components), n_domains=6)
-    assert "ari" in free.metrics  # reported, not optimised
-    with pytest.raises(ValueError, match="oracle"):
-        tune_domains(_section(section_path), BASE, SPACE, objective="oracle", storage=tmp_path / "x")
-
-
 def test_bad_search_spaces_are_refused(tmp_path):
     stagate = DOMAIN_METHODS["stagate"]
     TuneSettings(space={"epochs": Parameter(low=10, high=20), "k": Parameter(low=4, high=12)}).check(stagate)
@@ -85,6 +62,8 @@ def test_bad_search_spaces_are_refused(tmp_path):
         TuneSettings(space={"graph": Parameter(choices=(1.0, 2.0))}).check(stagate)
     with pytest.raises(ValueError, match="cannot tune 'epochs' of gmm"):  # refused before Ray starts
         tune_domains(None, BASE, TuneSettings(space={"epochs": Parameter(low=10, high=20)}), storage=tmp_path)
+    with pytest.raises(ValueError, match="oracle"):  # the oracle needs labels, refused before Ray starts
+        tune_domains(None, BASE, SPACE, objective="oracle", storage=tmp_path / "x")
     with pytest.raises(ValueError, match="empty"):
         TuneSettings(space={})
     with pytest.raises(ValueError, match="low < high"):

@@ -1,6 +1,7 @@
 """Data-parallel pretraining on Ray Train (the shared 2-CPU test Ray): one worker trains exactly as
-one process does; two workers train, checkpoint every epoch, and a worker that dies mid-run is
-replaced and resumes from the last checkpoint to the very weights of an uninterrupted run."""
+one process does, and a worker that dies mid-run is replaced and resumes from the last checkpoint to
+the very weights of an uninterrupted run. Two workers, from shards and through the CLI:
+``tests/test_shard_cli.py``."""
 
 from __future__ import annotations
 
@@ -76,13 +77,3 @@ def test_one_worker_dies_resumes_and_ends_with_the_weights_of_one_process(atlas,
     assert ray_train.training["val_loss"] == pytest.approx(alone.training["val_loss"], rel=1e-5)
     assert ray_train.training["best_epoch"] == alone.training["best_epoch"]
     assert len(list((tmp_path / "run").rglob("loop.pt"))) >= 1  # a checkpoint per epoch, the last 2 kept
-
-
-def test_two_workers_train_one_model_data_parallel(atlas, tmp_path, ray_address):
-    inputs, vocabulary = atlas
-    model = train_data_parallel(RandomMaskConfig(epochs=2, batch_size=64), inputs, vocabulary, ARCH,
-                                workers=Workers(count=2, cpus=1), seed=3, storage=tmp_path)
-    history = model.training
-    assert history["workers"] == 2 and len(history["val_loss"]) == 2
-    assert history["val_loss"][1] < history["val_loss"][0]  # the averaged gradients train the model
-    assert history["steps"] == 2 * len(range(0, int(inputs.shape[0] * 0.9), 64))  # as many steps as one process

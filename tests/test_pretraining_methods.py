@@ -32,6 +32,7 @@ from ssl_st.models.lars import LARS, warmup_cosine
 from ssl_st.nn import BarlowTwins
 from ssl_st.pp import model_input
 from ssl_st.tasks import CellTypeConfig, zero_shot
+from ssl_st.threads import limited_threads
 
 ARCH = Architecture(units=(128, 64, 32))
 GP_CONFIG = GPMaskConfig(epochs=15, batch_size=64)
@@ -192,6 +193,11 @@ def test_barlow_twins_trains_with_lars_on_full_batches_without_clipping():
 
 @pytest.fixture(scope="module")
 def demo():
+    with limited_threads(2):  # training in this process while the shared Ray idles: both cores
+        return _demo()
+
+
+def _demo():
     atlas = datasets.generate("atlas", n_cells=1500)
     vocabulary = Vocabulary.from_var(atlas.var)
     inputs, _ = model_input(atlas, vocabulary)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from ssl_st import tl
@@ -59,14 +60,24 @@ def test_pretrain_on_two_workers_from_shards_then_embed_the_shards(files, ray_ad
     assert "random-mask checkpoint from 2 worker(s)" in trained.stdout
     model = SSLModel.load(files / "p.ckpt")
     assert model.training["workers"] == 2 and len(model.training["val_loss"]) == 2
+    # each step takes a global batch split over the workers: as many steps as one process takes
+    train_cells = 200 - round(200 * 0.1)
+    assert model.training["steps"] == 2 * -(-train_cells // 32)
+    assert model.training["val_loss"][1] < model.training["val_loss"][0]
+    # two encoder actors, batches of 50 over shards of 64: batches straddle shards, actors finish in any order
     result = run_cli("embed", str(files / "p.ckpt"), str(files / "shards"), "--out", str(files / "emb"),
-                     "--device", "cpu", "--batch-size", "50", check=True)
-    assert "200 cells x 16-d embedding" in result.stdout
+                     "--device", "cpu", "--batch-size", "50", "--actors", "2", check=True)
+    assert "200 cells x 16-d embedding" in result.stdout and "15/15 genes mapped" in result.stdout
     want = panel(n_cells=200, n_genes=15)
     tl.embed(want, model, key="X_ref", device="cpu")  # what `embed` on the .h5ad writes
     got = read_embedding(files / "emb")
     assert list(got.cell_ids) == list(want.obs_names)
     np.testing.assert_allclose(got.values, want.obsm["X_ref"], rtol=1e-5, atol=1e-5)
+    assert got.manifest.info["method"] == "random-mask" and got.manifest.info["coverage"]["mapped_genes"] == 15
+    # what is left on disk: Parquet shards of row, cell id and the 16-d vector, nothing else
+    parts = sorted((files / "emb").glob("*.parquet"))
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in parts) == 200
+    assert set(pq.read_schema(parts[0]).names) == {"row", "cell_id", "embedding"}
 
 
 def test_embed_refuses_what_does_not_apply_to_shards(files):
