@@ -237,7 +237,7 @@ def _shard_inputs(path: Path, genes: Path | None, split: str | None, values: str
 
 def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *, seed: int, workers: int, cpus: float,
                          device: str, address: str | None, storage: Path, log_dir: Path):
-    """``ssl-st pretrain --workers N``: Ray Train; a run started again into the same --out resumes."""
+    """``ssl-st pretrain --workers N``: Ray Train, a checkpoint per epoch under <out>-train/."""
     import ray
 
     from ssl_st.models.distributed import Workers, train_data_parallel
@@ -251,8 +251,8 @@ def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *
     import hashlib
     from dataclasses import asdict
 
-    # The run's checkpoints are named after what it trains, so a changed setting never resumes
-    # from another run's state.
+    # Ray Train's run directory is named after what it trains, so two different runs into the same
+    # --out never share checkpoints.
     what = repr((type(training).__name__, asdict(training), seed, asdict(architecture), workers, inputs.shape, inputs.nnz))
     name = f"{training.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
     try:

@@ -109,8 +109,8 @@ def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vo
                         storage: str | Path, name: str = "pretrain", log_dir: str | Path | None = None) -> SSLModel:
     """Pretrain ``plan``'s objective on Ray Train (the Ray this process is connected to, else a new
     local one) and return the model with its best validation epoch's weights, as
-    :meth:`Pretraining.train` does. ``storage/name`` holds the run's checkpoints: a run started again
-    with the same ``storage`` and ``name`` resumes from its last checkpoint."""
+    :meth:`Pretraining.train` does. ``storage/name`` is Ray Train's run directory (the checkpoints
+    of every epoch, the last two kept); within the run, a lost worker resumes from the last one."""
     import ray
     import ray.train
     import torch
@@ -135,7 +135,6 @@ def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vo
     )
     scaling = ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
                                       resources_per_worker={"CPU": workers.cpus})
-    # The trainer resumes by itself from storage/name when that run has a checkpoint.
     result = TorchTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{storage / name}: the training run ended without a checkpoint")
