@@ -163,3 +163,43 @@ def test_a_joined_cluster_runs_the_drivers_code_not_what_its_nodes_have_installe
         # unpacked from the job's runtime_env, not imported from the install on the node
         assert "runtime_resources" in file and f"/{name}/__init__.py" in file, file
         assert not file.startswith(str(REPO))
+
+
+def test_a_training_run_over_two_nodes_survives_losing_one(tmp_path, ray_cluster):
+    """Two Ray Train workers, one per node (each node has one 'trainer' slot); one node is removed
+    after the first checkpoint and a replacement joins: the group restarts from that checkpoint and
+    finishes every epoch. (That a resumed run ends with the uninterrupted weights is
+    tests/test_distributed_training.py's.)"""
+    from ssl_st import datasets
+    from ssl_st.genes import Vocabulary
+    from ssl_st.models import Architecture, RandomMaskConfig
+    from ssl_st.models.distributed import Workers, train_data_parallel
+    from ssl_st.pp import model_input
+
+    atlas = datasets.generate("atlas", n_cells=300)
+    vocabulary = Vocabulary.from_var(atlas.var)
+    inputs, _ = model_input(atlas, vocabulary)
+    plan, arch = RandomMaskConfig(epochs=40, batch_size=32), Architecture(units=(32, 16))
+    workers = Workers(count=2, cpus=1, max_failures=2, resources=(("trainer", 1.0),))
+    nodes = [ray_cluster.add_node(num_cpus=1, resources={"trainer": 1}, object_store_memory=SMALL) for _ in range(2)]
+    ray_cluster.wait_for_nodes()
+    try:
+        result: dict = {}
+        run = threading.Thread(target=lambda: result.update(model=train_data_parallel(
+            plan, inputs, vocabulary, arch, workers=workers, seed=5, storage=tmp_path)))
+        run.start()
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.rglob("loop.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.rglob("loop.pt")), "no checkpoint before the deadline"
+        time.sleep(3)  # the controller registers a checkpoint when it next polls the workers
+        ray_cluster.remove_node(nodes.pop())
+        nodes.append(ray_cluster.add_node(num_cpus=1, resources={"trainer": 1}, object_store_memory=SMALL))
+        run.join(timeout=240)
+        assert not run.is_alive() and "model" in result, "the run did not finish after losing a node"
+        training = result["model"].training
+        assert training["resumed"], "the finishing attempt did not start from a checkpoint"
+        assert training["workers"] == 2 and len(training["val_loss"]) == plan.epochs
+    finally:
+        for node in nodes:
+            ray_cluster.remove_node(node)

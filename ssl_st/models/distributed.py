@@ -6,7 +6,7 @@ Every worker holds the training matrix (sent once through the object store) and 
 ``workers``-th cell of each global batch, so the number of steps, the schedule and, with one
 worker, the weights are those of :meth:`Pretraining.train <ssl_st.models.registry.Pretraining.train>`
 for the same seed. A checkpoint holds the whole loop state (weights, optimiser, scheduler, the
-best epoch so far and every random generator), so a resumed run continues as if it had not
+best epoch so far and every random generator, dropout's included), so a resumed run continues as if it had not
 stopped: it repeats the interrupted epoch only.
 
 >>> model = train_data_parallel(RandomMaskConfig(epochs=20), inputs, vocabulary, Architecture(),
@@ -34,13 +34,15 @@ LOOP_STATE = "loop.pt"
 
 @dataclass(frozen=True)
 class Workers:
-    """Where the loop runs: ``count`` Ray Train workers, each with ``cpus`` (torch threads) and a
-    GPU if ``use_gpu``; ``max_failures`` restarts from the last checkpoint before the run fails."""
+    """Where the loop runs: ``count`` Ray Train workers, each with ``cpus`` (torch threads), a GPU if
+    ``use_gpu`` and the custom ``resources`` nodes declare (``ray start --resources``);
+    ``max_failures`` restarts from the last checkpoint before the run fails."""
 
     count: int = 1
     cpus: float = 1.0
     use_gpu: bool = False
     max_failures: int = 2
+    resources: tuple[tuple[str, float], ...] = ()  # Ray custom resources per worker, e.g. (("a100", 1),)
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -77,24 +79,24 @@ def _worker_loop(config: dict[str, Any]) -> None:
     if resumed is not None:
         with resumed.as_directory() as folder:
             states = torch.load(Path(folder) / LOOP_STATE, weights_only=False)
-        loop.load_state_dict({**states["loop"], "step_gen": states["step_gens"][rank]})
+        loop.load_state_dict({**states["loop"], "worker": states["workers"][rank]})
     while loop.epoch < plan.epochs:
         train_loss, val_loss = loop.run_epoch()
-        step_gens = _gather(loop.step_gen.get_state(), world)
+        worker_states = _gather(loop.worker_state(), world)
         metrics = {"epoch": loop.epoch - 1, "train_loss": train_loss, "val_loss": val_loss,
                    "resumed": int(resumed is not None)}
         if rank == 0:
             print(f"{plan.name}: epoch {loop.epoch}/{plan.epochs}, train {train_loss:.4f}, val {val_loss:.4f}"
                   f" ({world} worker{'s' if world > 1 else ''})", flush=True)
             with tempfile.TemporaryDirectory() as folder:
-                torch.save({"loop": loop.state_dict(), "step_gens": step_gens}, Path(folder) / LOOP_STATE)
+                torch.save({"loop": loop.state_dict(), "workers": worker_states}, Path(folder) / LOOP_STATE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics, checkpoint=None)
 
 
 def _gather(value: Any, world: int) -> list[Any]:
-    """``value`` of every worker, in rank order (each worker's mask generator state)."""
+    """``value`` of every worker, in rank order (each worker's random states)."""
     if world == 1:
         return [value]
     import torch.distributed as dist
@@ -134,7 +136,7 @@ def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vo
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
     )
     scaling = ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.use_gpu,
-                                      resources_per_worker={"CPU": workers.cpus})
+                                      resources_per_worker={"CPU": workers.cpus, **dict(workers.resources)})
     result = TorchTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{storage / name}: the training run ended without a checkpoint")
@@ -145,5 +147,7 @@ def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vo
     module.eval()
     history = {**state["history"], "best_epoch": state["best"][1], "epochs_run": state["epoch"], "steps": state["steps"]}
     _, facts = plan.loss(vocabulary, programs)
-    training = {**asdict(plan), **facts, "seed": seed, **history, "workers": workers.count}
+    # whether the attempt that finished started from a checkpoint (after a lost worker or node)
+    resumed = bool((result.metrics or {}).get("resumed", 0))
+    training = {**asdict(plan), **facts, "seed": seed, **history, "workers": workers.count, "resumed": resumed}
     return SSLModel(module, vocabulary, architecture, plan.name, training)

@@ -122,11 +122,20 @@ class TrainingLoop:
         return train_loss, val_loss
 
     def state_dict(self) -> dict:
-        """What the next epoch depends on (this worker's mask generator included)."""
+        """What the next epoch depends on: the weights, optimiser and schedule, the best epoch so far,
+        the shared batch order, and this worker's random states (:meth:`worker_state`)."""
         return {"epoch": self.epoch, "steps": self.steps, "history": copy.deepcopy(self.history),
                 "best": self.best, "network": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "rng": self.rng.bit_generator.state, "step_gen": self.step_gen.get_state()}
+                "rng": self.rng.bit_generator.state, "worker": self.worker_state()}
+
+    def worker_state(self) -> dict:
+        """This worker's own random states: its mask generator, and torch's global generator, which
+        dropout draws from (one per worker of a data-parallel run)."""
+        state = {"step_gen": self.step_gen.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.steps, self.history, self.best = state["epoch"], state["steps"], state["history"], state["best"]
@@ -135,7 +144,11 @@ class TrainingLoop:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["rng"]
-        self.step_gen.set_state(state["step_gen"])
+        worker = state["worker"]
+        self.step_gen.set_state(worker["step_gen"])
+        torch.set_rng_state(worker["torch"])
+        if "cuda" in worker and self.device.type == "cuda":
+            torch.cuda.set_rng_state(worker["cuda"], self.device)
 
     def finish(self) -> dict:
         """Restore the best validation epoch's weights; returns the run's record."""
