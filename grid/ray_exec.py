@@ -60,7 +60,8 @@ class Unschedulable(Exception):
 
 
 def connect(
-    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None, retries: int = 1
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None, retries: int = 1,
+    log_to_driver: bool = False,
 ) -> bool:
     """Join the cluster at ``address`` (else at ``RAY_ADDRESS``, which ``ray job submit`` sets for
     its entrypoint), or start an embedded local Ray; returns whether a cluster was joined. No-op
@@ -77,12 +78,12 @@ def connect(
     # The owner (this driver) decides OOM retries from its own RayConfig, which reads RAY_* variables
     # at start; on a cluster this is the only handle we have. The embedded instance gets it twice.
     os.environ["RAY_task_oom_retries"] = str(retries)
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    quiet = {"include_dashboard": False, "log_to_driver": log_to_driver, "logging_level": logging.WARNING}
     # Ray >= 2.59 announces its (good) token-auth default on every local start; keep the CLI readable.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address:
-            ray.init(address=address, runtime_env=shipped_code(), log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, runtime_env=shipped_code(), log_to_driver=log_to_driver, logging_level=logging.WARNING)
             return True
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                  _system_config={"task_oom_retries": retries}, **quiet)

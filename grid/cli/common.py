@@ -38,6 +38,13 @@ ValuesOpt = Annotated[str | None, typer.Option(
     "--values", help="What the expression is: counts (default; else what the file records), normalized or log-normalized.")]
 TargetSumOpt = Annotated[float | None, typer.Option(
     "--target-sum", help="With --values normalized|log-normalized: the sum each cell was scaled to, if known.")]
+# How `data import` and `data shard` read what an instrument or portal produced (ssl_st.io.read).
+FormatOpt = Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")]
+LabelsOpt = Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label (into obs['cell_type']).")]
+LabelColumnOpt = Annotated[str | None, typer.Option(help="xenium/merscope: the labels CSV's label column (default: Cluster, cell_type, ...).")]
+LabelKeyOpt = Annotated[str | None, typer.Option(help="h5ad: obs column of labels, checked (default: none checked).")]
+SpatialKeyOpt = Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")]
+CountsLayerOpt = Annotated[str | None, typer.Option(help="h5ad: layer with the expression (or raw, X; default: the raw counts).")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

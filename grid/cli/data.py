@@ -7,7 +7,23 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheOpt, EndpointOpt, ForceOpt, TargetSumOpt, ValuesOpt, app, fail, out, pull_files
+from .common import (
+    CacheOpt,
+    CountsLayerOpt,
+    EndpointOpt,
+    ForceOpt,
+    FormatOpt,
+    LabelColumnOpt,
+    LabelKeyOpt,
+    LabelsOpt,
+    SpatialKeyOpt,
+    TargetSumOpt,
+    ValuesOpt,
+    app,
+    fail,
+    out,
+    pull_files,
+)
 
 data_app = typer.Typer(help="Datasets: import vendor outputs, download the study's files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -39,12 +55,12 @@ def data_list() -> None:
 def data_import(
     path: Annotated[Path, typer.Argument(help="A Xenium or MERSCOPE output folder, or an .h5ad file.")],
     out_path: Annotated[Path, typer.Option("--out", help="Standard AnnData to write (.h5ad).")],
-    fmt: Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label (into obs['cell_type']).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="xenium/merscope: the labels CSV's label column (default: Cluster, cell_type, ...).")] = None,
-    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels, checked (default: none checked).")] = None,
-    spatial_key: Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")] = None,
-    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with the expression (or raw, X; default: the raw counts).")] = None,
+    fmt: FormatOpt = None,
+    labels: LabelsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_key: LabelKeyOpt = None,
+    spatial_key: SpatialKeyOpt = None,
+    counts_layer: CountsLayerOpt = None,
     gene_symbols: Annotated[str | None, typer.Option(help="h5ad: var column of gene symbols.")] = None,
     gene_ids: Annotated[str | None, typer.Option(help="h5ad: var column of Ensembl ids.")] = None,
     values: ValuesOpt = None,
@@ -83,12 +99,12 @@ def data_shard(
     path: Annotated[Path, typer.Argument(help="What `ssl-st data import` reads: an .h5ad file (read backed: it never has to fit in memory), a Xenium or MERSCOPE folder.")],
     out_path: Annotated[Path, typer.Option("--out", help="Shard directory to write (replaced whole when complete).")],
     rows_per_shard: Annotated[int | None, typer.Option("--rows-per-shard", help="Cells per Parquet shard (default 32,768).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="xenium, merscope or h5ad (default: guessed).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="xenium/merscope: CSV of cell id -> label (into obs['cell_type']).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="xenium/merscope: the labels CSV's label column.")] = None,
-    label_key: Annotated[str | None, typer.Option(help="h5ad: obs column of labels, checked (default: none checked).")] = None,
-    spatial_key: Annotated[str | None, typer.Option(help="h5ad: obsm key of coordinates.")] = None,
-    counts_layer: Annotated[str | None, typer.Option(help="h5ad: layer with the expression (or raw, X; default: the raw counts).")] = None,
+    fmt: FormatOpt = None,
+    labels: LabelsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_key: LabelKeyOpt = None,
+    spatial_key: SpatialKeyOpt = None,
+    counts_layer: CountsLayerOpt = None,
     values: ValuesOpt = None,
     target_sum: TargetSumOpt = None,
 ) -> None:

@@ -86,13 +86,14 @@ def _embed_shards(checkpoint: Path, data: Path, out_path: Path, *, genes: Path |
                   device: str, batch_size: int | None, split: str | None, actors: int, address: str | None) -> None:
     """``ssl-st embed`` on a shard directory or a Merlin split: Ray Data, one model per actor."""
     from ssl_st.models import CheckpointError
+    from ssl_st.models.base import resolve_device
     from ssl_st.pp import CoverageError
     from ssl_st.shards import EmbedOptions, ModelRef, ShardError, embed_shards
 
     if normalize != "cp10k":
         raise fail("--normalize median needs every cell at once (the median library size); shards are embedded "
                    "with cp10k, upstream's normalisation")
-    gpus = 1.0 if device == "cuda" or (device == "auto" and _cuda_available()) else 0.0
+    gpus = 1.0 if resolve_device(device).type == "cuda" else 0.0
     try:
         options = EmbedOptions(actors=actors, gpus_per_actor=gpus, batch_size=batch_size, progress=True)
         result = embed_shards(ModelRef(str(checkpoint), str(genes) if genes else None, trusted), data, out_path,
@@ -107,10 +108,15 @@ def _embed_shards(checkpoint: Path, data: Path, out_path: Path, *, genes: Path |
               f"{c.vocabulary_fraction:.1%} of the model's {c.vocabulary_genes} genes", highlight=False)
 
 
-def _cuda_available() -> bool:
-    import torch
+def _connect(address: str | None) -> None:
+    """Join ``address`` (else RAY_ADDRESS) or start an embedded Ray, as ``ssl-st run`` does; the
+    workers' lines (epochs, progress) are shown."""
+    from .. import ray_exec
 
-    return torch.cuda.is_available()
+    try:
+        ray_exec.connect(address, log_to_driver=True)
+    except ConnectionError as exc:
+        raise fail(str(exc)) from None
 
 
 def _parse_set(items: list[str]) -> dict[str, float | int]:
@@ -238,16 +244,11 @@ def _shard_inputs(path: Path, genes: Path | None, split: str | None, values: str
 def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *, seed: int, workers: int, cpus: float,
                          device: str, address: str | None, storage: Path, log_dir: Path):
     """``ssl-st pretrain --workers N``: Ray Train, a checkpoint per epoch under <out>-train/."""
-    import ray
-
+    from ssl_st.models.base import resolve_device
     from ssl_st.models.distributed import Workers, train_data_parallel
 
-    use_gpu = device == "cuda"
-    if not ray.is_initialized():
-        import os
-
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=True, logging_level="WARNING")
+    use_gpu = resolve_device(device).type == "cuda"
+    _connect(address)
     import hashlib
     from dataclasses import asdict
 

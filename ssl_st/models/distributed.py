@@ -15,6 +15,7 @@ stopped: it repeats the interrupted epoch only.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,8 +110,8 @@ def _gather(value: Any, world: int) -> list[Any]:
 def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vocabulary, architecture: Architecture,
                         *, workers: Workers | int = 1, programs: Programs | None = None, seed: int = 0,
                         storage: str | Path, name: str = "pretrain", log_dir: str | Path | None = None) -> SSLModel:
-    """Pretrain ``plan``'s objective on Ray Train (the Ray this process is connected to, else a new
-    local one) and return the model with its best validation epoch's weights, as
+    """Pretrain ``plan``'s objective on Ray Train (the Ray this process is connected to, else the one in
+    ``RAY_ADDRESS``, else a new local one) and return the model with its best validation epoch's weights, as
     :meth:`Pretraining.train` does. ``storage/name`` is Ray Train's run directory (the checkpoints
     of every epoch, the last two kept); within the run, a lost worker resumes from the last one."""
     import ray
@@ -124,7 +125,7 @@ def train_data_parallel(plan: Pretraining, inputs: sp.csr_matrix, vocabulary: Vo
         raise ValueError(f"{plan.name} pretraining needs gene programs (a GMT file)")
     workers = workers if isinstance(workers, Workers) else Workers(count=workers)
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=True)
     storage = Path(storage).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     config = {"plan": plan, "inputs": ray.put(inputs), "vocabulary": vocabulary, "architecture": architecture,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -294,7 +295,7 @@ def embed_shards(model: ModelRef | str | Path, source: str | Path | Source, out:
     files found and its vocabulary read (not its weights: only the actors load those), and the genes
     mapped (:class:`ssl_st.pp.CoverageError` below ``min_coverage``). A checkpoint that cannot be read
     fails as the actors start, with its :class:`~ssl_st.models.CheckpointError` re-raised here. Uses
-    the Ray this process is connected to, else starts a local one (``address`` to join a cluster).
+    the Ray this process is connected to, else joins ``address`` or ``RAY_ADDRESS``, else starts a local one.
     """
     import ray
 
@@ -313,7 +314,9 @@ def embed_shards(model: ModelRef | str | Path, source: str | Path | Source, out:
     try:
         if source.n_rows:
             if not ray.is_initialized():
-                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+                # RAY_ADDRESS: inside `ray job submit`, join that cluster, as ray.init() would
+                ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                         log_to_driver=False)
             _run(ray, source, ref, plan, options, staged)
         files = sorted(staged.glob("*.parquet"))
         shards = tuple(describe_file(f) for f in files)
