@@ -10,6 +10,7 @@ paths); 130 interrupted.
 """
 
 from . import cluster, data, experiments, models  # noqa: F401  (each registers its commands)
+from . import report  # noqa: F401  (ssl-st report)
 from .common import app
 
 __all__ = ["app"]
