@@ -153,9 +153,12 @@ def pretrain(
     cpus_per_worker: Annotated[float, typer.Option(help="With --workers: CPUs (torch threads) per worker.")] = 1.0,
     split: Annotated[str | None, typer.Option(help="Merlin store: the split to train on (train, val, test).")] = None,
     address: Annotated[str | None, typer.Option(help="With --workers: a Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--in-memory", help="Shards or Merlin with --workers: stream them through Ray Data (each worker reads its share: files reshuffled every epoch, a shuffle buffer; the default) or read every cell into memory first (exact random batches, as without --workers).")] = None,
+    shuffle_buffer: Annotated[int, typer.Option(help="With --stream: rows each worker shuffles at a time.")] = 16_384,
 ) -> None:
     """Pretrain an encoder on any reference AnnData or shard directory; writes a checkpoint in the
-    published layout. With --workers N, on N Ray Train workers."""
+    published layout. With --workers N, on N Ray Train workers; shards then stream by default (no
+    process holds the whole matrix), --in-memory reads them whole as an .h5ad is."""
     from ssl_st.models import PRETRAINING
 
     if method not in PRETRAINING:
@@ -185,7 +188,18 @@ def pretrain(
 
     if workers < 0:
         raise fail(f"--workers must be 0 (this process) or more; got {workers}")
-    if reference.is_dir():
+    streaming = _streaming(reference, stream, workers)
+    options = None
+    if streaming:
+        from ssl_st.shards.stream import StreamOptions
+
+        try:
+            options = StreamOptions(shuffle_buffer=shuffle_buffer)
+        except ValueError as exc:
+            raise fail(f"--shuffle-buffer: {exc}") from None
+        inputs, vocabulary, coverage = _shard_stream(reference, genes, split, values, target_sum)
+        n_cells = inputs.n_rows
+    elif reference.is_dir():
         inputs, vocabulary, coverage = _shard_inputs(reference, genes, split, values, target_sum)
     else:
         if split is not None:
@@ -193,14 +207,18 @@ def pretrain(
         adata = read_h5ad(reference, "the reference", values=values, target_sum=target_sum)
         vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(adata.var)
         inputs, coverage = model_input(adata, vocabulary)
+    if not streaming:
+        n_cells = inputs.shape[0]
     drop = dropout if dropout is not None else (0.0 if training.network == "barlow-twins" else 0.1)
     architecture = Architecture(units=widths, dropout=drop)
     log_dir = log_dir or out_path.with_suffix("").parent / f"{out_path.stem}-tensorboard"
-    err.print(f"pretraining {method} on {inputs.shape[0]} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured); curves: {log_dir}")
+    how = f", streamed from {len(inputs.files)} file(s)" if streaming else ""
+    err.print(f"pretraining {method} on {n_cells} cells x {len(vocabulary)} genes ({coverage.mapped_genes} measured{how}); curves: {log_dir}")
     if workers:
         model = _pretrain_on_workers(training, inputs, vocabulary, architecture, gene_programs, seed=seed,
                                      workers=workers, cpus=cpus_per_worker, device=device, address=address,
-                                     storage=out_path.with_suffix("").parent / f"{out_path.stem}-train", log_dir=log_dir)
+                                     storage=out_path.with_suffix("").parent / f"{out_path.stem}-train", log_dir=log_dir,
+                                     stream=options)
         path = model.save(out_path)
         from ssl_st.files import vocabulary_path
 
@@ -241,9 +259,43 @@ def _shard_inputs(path: Path, genes: Path | None, split: str | None, values: str
     return inputs, vocabulary, coverage
 
 
+def _streaming(reference: Path, stream: bool | None, workers: int) -> bool:
+    """Whether ``pretrain`` streams its input. By default it does for shards and Merlin stores
+    whenever Ray Train runs (``--workers`` 1 or more): the point of shards is data larger than
+    memory, and in memory every worker would hold a copy of the whole matrix. Without workers, and
+    for an .h5ad, it reads into memory (no Ray in the process; the file is in memory anyway)."""
+    if stream is None:
+        return reference.is_dir() and workers > 0
+    if stream and not reference.is_dir():
+        raise fail(f"--stream reads a shard directory or Merlin store; {reference} is a file: write it as shards "
+                   "first (`ssl-st data shard`), or leave --stream out")
+    if stream and workers == 0:
+        raise fail("--stream trains on Ray Train workers: add --workers N (1 or more), or use --in-memory")
+    return stream
+
+
+def _shard_stream(path: Path, genes: Path | None, split: str | None, values: str | None, target_sum: float | None):
+    """A shard directory or Merlin split to stream: (source, vocabulary, coverage); checks its files
+    and the gene mapping before Ray starts, reading no cell."""
+    from ssl_st.genes import Vocabulary
+    from ssl_st.shards import ShardError, open_source
+    from ssl_st.shards.inputs import plan_inputs
+
+    if values is not None or target_sum is not None:
+        raise fail("--values and --target-sum apply to an .h5ad; shards carry their value type in their manifest")
+    try:
+        source = open_source(path, split=split)
+        vocabulary = Vocabulary.from_parquet(genes) if genes else Vocabulary.from_var(source.var())
+        _, coverage = plan_inputs(source.var(), vocabulary, values=source.values, dense=source.dense)
+    except (ShardError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    return source, vocabulary, coverage
+
+
 def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *, seed: int, workers: int, cpus: float,
-                         device: str, address: str | None, storage: Path, log_dir: Path):
-    """``ssl-st pretrain --workers N``: Ray Train, a checkpoint per epoch under <out>-train/."""
+                         device: str, address: str | None, storage: Path, log_dir: Path, stream=None):
+    """``ssl-st pretrain --workers N``: Ray Train, a checkpoint per epoch under <out>-train/; ``inputs``
+    a matrix in memory, or a shard :class:`~ssl_st.shards.Source` to stream with ``stream``'s options."""
     from ssl_st.models.base import resolve_device
     from ssl_st.models.distributed import Workers, train_data_parallel
 
@@ -254,12 +306,17 @@ def _pretrain_on_workers(training, inputs, vocabulary, architecture, programs, *
 
     # Ray Train's run directory is named after what it trains, so two different runs into the same
     # --out never share checkpoints.
-    what = repr((type(training).__name__, asdict(training), seed, asdict(architecture), workers, inputs.shape, inputs.nnz))
+    if stream is None:
+        what = repr((type(training).__name__, asdict(training), seed, asdict(architecture), workers, inputs.shape, inputs.nnz))
+    else:
+        data = (str(inputs.path.resolve()), inputs.merlin.split if inputs.merlin else None, inputs.n_rows,
+                [f.name for f in inputs.files], asdict(stream))
+        what = repr((type(training).__name__, asdict(training), seed, asdict(architecture), workers, "stream", data))
     name = f"{training.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
     try:
         return train_data_parallel(training, inputs, vocabulary, architecture, programs=programs, seed=seed,
                                    workers=Workers(count=workers, cpus=cpus, use_gpu=use_gpu), storage=storage,
-                                   name=name, log_dir=log_dir)
+                                   name=name, log_dir=log_dir, stream=stream)
     except ValueError as exc:
         raise fail(str(exc)) from None
 

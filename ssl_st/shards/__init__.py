@@ -6,7 +6,9 @@ Ray Data.
 - :mod:`.source` — :func:`open_source`, one checked entry point over both;
 - :mod:`.write` — any dataset ``ssl-st data import`` reads -> shards (h5ad read backed);
 - :mod:`.inputs` — a batch of rows -> the model input :func:`ssl_st.pp.model_input` makes;
-- :mod:`.embed` — :func:`embed_shards` (Ray Data) and :func:`read_embedding`.
+- :mod:`.embed` — :func:`embed_shards` (Ray Data) and :func:`read_embedding`;
+- :mod:`.stream` — pretraining input streamed to Ray Train workers (:class:`StreamOptions`,
+  :func:`shard_dataset`: files reshuffled every epoch, a shuffle buffer per worker).
 
 Importing this package, :func:`verify` and :func:`open_source` import no numpy, pandas, pyarrow,
 anndata, torch or Ray: ``plan`` checks shard directories through them. The rest loads on first use.
@@ -28,11 +30,12 @@ from .source import Source, open_source
 if TYPE_CHECKING:
     from .embed import EmbedOptions, EmbedResult, Embedding, ModelRef, embed_shards, read_embedding
     from .write import DEFAULT_ROWS_PER_SHARD, shard, shard_anndata, shard_h5ad
+    from .stream import StreamOptions, shard_dataset
 
 __getattr__, __dir__ = lazy_attributes(__name__, {
     "shard": ".write", "shard_anndata": ".write", "shard_h5ad": ".write", "DEFAULT_ROWS_PER_SHARD": ".write",
     "embed_shards": ".embed", "read_embedding": ".embed", "EmbedOptions": ".embed", "EmbedResult": ".embed",
-    "Embedding": ".embed", "ModelRef": ".embed",
+    "Embedding": ".embed", "ModelRef": ".embed", "StreamOptions": ".stream", "shard_dataset": ".stream",
 })
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "ShardError",
     "ShardFile",
     "Source",
+    "StreamOptions",
     "embed_shards",
     "is_merlin_store",
     "open_source",
@@ -54,6 +58,7 @@ __all__ = [
     "read_embedding",
     "shard",
     "shard_anndata",
+    "shard_dataset",
     "shard_h5ad",
     "verify",
 ]
