@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -174,6 +175,20 @@ def _trial(params: dict[str, Any], *, adata: AnnData, base: DomainConfig, refere
     tune.report(metrics)
 
 
+# How often the driver of a search on remote storage uploads its experiment state (Tune's default,
+# 300 s, would lose minutes of finished trials to an interrupted run).
+REMOTE_SYNC_S = 30
+
+
+def _remote(filesystem: Any) -> dict[str, Any]:
+    """The RunConfig arguments of an experiment on ``filesystem`` (none for a local directory)."""
+    if filesystem is None:
+        return {}
+    from ray import tune
+
+    return {"storage_filesystem": filesystem, "sync_config": tune.SyncConfig(sync_period=REMOTE_SYNC_S)}
+
+
 def tune_domains(
     adata: AnnData,
     config: DomainConfig,
@@ -181,6 +196,7 @@ def tune_domains(
     *,
     objective: TuneObjective = "label-free",
     storage: str | Path,
+    storage_filesystem: Any = None,
     labels: str | None = None,
     spatial_key: str = "spatial",
     seed: int = 0,
@@ -188,7 +204,9 @@ def tune_domains(
     """Search ``tuning.space`` around ``config.settings`` and return the best config.
 
     ``storage`` is the experiment directory; if it holds an interrupted run of the same search,
-    the run resumes. ``labels`` is used for reporting in label-free mode and for the objective in
+    the run resumes. With ``storage_filesystem`` (a ``pyarrow.fs.FileSystem``, e.g. S3) ``storage``
+    is a path on that filesystem: the experiment lives there, not on this node, and Tune syncs it
+    every :data:`REMOTE_SYNC_S` seconds, so a search interrupted on one node resumes on another. ``labels`` is used for reporting in label-free mode and for the objective in
     oracle mode. Starts a local Ray instance if none is connected.
     """
     if objective not in get_args(TuneObjective):
@@ -204,7 +222,12 @@ def tune_domains(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    storage = Path(storage).resolve()
+    if storage_filesystem is None:
+        storage = Path(storage).resolve()
+        name, parent = storage.name, str(storage.parent)
+    else:
+        storage = str(storage).rstrip("/")
+        parent, name = posixpath.split(storage)
     reference = reference_features(adata, config, seed=seed)
     with_data = tune.with_parameters(
         _trial, adata=adata, base=config, reference=reference, objective=objective,
@@ -215,10 +238,11 @@ def tune_domains(
     # derived from the experiment directory is unique per search and stable for a resume.
     with_data.__name__ = "find_domains_" + hashlib.sha256(str(storage).encode()).hexdigest()[:12]
     trainable = tune.with_resources(with_data, {"cpu": tuning.cpus_per_trial, "gpu": tuning.gpus_per_trial})
-    resumed = tune.Tuner.can_restore(str(storage))
+    resumed = tune.Tuner.can_restore(str(storage), storage_filesystem=storage_filesystem)
     if resumed:
         log.info("resuming the tuning run in %s", storage)
-        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True, restart_errored=True)
+        tuner = tune.Tuner.restore(str(storage), trainable=trainable, resume_unfinished=True, restart_errored=True,
+                                   storage_filesystem=storage_filesystem)
     else:
         space = {name: p.distribution() for name, p in tuning.space.items()}
         # TPE's default 10 random start-up trials would make a short search pure random sampling
@@ -230,7 +254,7 @@ def tune_domains(
                 search_alg=ConcurrencyLimiter(search, max_concurrent=tuning.max_concurrent),
                 num_samples=tuning.num_samples,
             ),
-            run_config=tune.RunConfig(name=storage.name, storage_path=str(storage.parent), verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=parent, verbose=0, **_remote(storage_filesystem)),
         )
     grid = tuner.fit()
     table = grid.get_dataframe()

@@ -30,7 +30,11 @@ from .tasks import TASK_KINDS, TaskSpec
 DemoFlavour = Literal["atlas", "merscope", "xenium", "slideseq", "slideseq-mouse"]
 # Encoders that are not pretrained here: random weights (a baseline) and imported checkpoints.
 UNTRAINED_METHODS = ("random-init", "checkpoint")
-ARTIFACT_STAGES: dict[str, Resources] = {"data": Resources(cpus=1), "pretrain": Resources(cpus=1)}
+# "embed": one encoder actor of the Ray Data pipeline that embeds a sharded dataset; "pretrain": one
+# training process (a Ray Train worker, with workers: N)
+ARTIFACT_STAGES: dict[str, Resources] = {"data": Resources(cpus=1), "pretrain": Resources(cpus=1),
+                                         "embed": Resources(cpus=1)}
+SHARDED_SOURCES = ("shards", "merlin")
 # The simulator holds a dense cells x genes matrix (3,000 genes for the atlas): 200,000 cells are
 # ~2.4 GB of float32 before normalisation copies; beyond that a demo is a typo, not a study.
 DEMO_MAX_CELLS = 200_000
@@ -39,12 +43,14 @@ DEMO_MAX_CELLS = 200_000
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset: the built-in simulator (``source: demo``), a vendor output folder (``xenium``,
-    ``merscope``) or an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns). An h5ad
-    file and the ortholog table may be one of the study's files, named as ``ssl-st data pull`` names
-    it (``path: {pull: merscope-human-neocortex}``, :mod:`grid.pulled`)."""
+    ``merscope``), an h5ad file (CELLxGENE, Slide-seqV2, anything with declared columns), or cells on
+    disk as Parquet shards, streamed and never held whole (``shards``: ``ssl-st data shard``'s
+    directory; ``merlin``: one ``split`` of scTab's Merlin store). An h5ad file and the ortholog table
+    may be one of the study's files, named as ``ssl-st data pull`` names it (``path: {pull:
+    merscope-human-neocortex}``, :mod:`grid.pulled`)."""
 
     name: str
-    source: Literal["demo", "h5ad", "xenium", "merscope", "imputed"] = "demo"
+    source: Literal["demo", "h5ad", "xenium", "merscope", "imputed", "shards", "merlin"] = "demo"
     flavour: DemoFlavour | None = None
     path: str | Pulled | None = None
     n_cells: int | None = None
@@ -66,9 +72,11 @@ class DatasetSpec:
     # the sum each cell was scaled to, if known. Unset, neither is part of the dataset's key.
     values: Values | None = None
     target_sum: float | None = None
+    split: str | None = None  # merlin: the split to read (train, val, test)
 
     def __post_init__(self) -> None:
         self._check_pulled()
+        self._check_sharded()
         if self.source == "demo" and self.flavour is None:
             raise ValueError(f"dataset '{self.name}': a demo dataset needs 'flavour' (atlas, merscope, xenium, slideseq, slideseq-mouse)")
         if self.source == "imputed" and (not self.base or self.impute is None):
@@ -95,6 +103,30 @@ class DatasetSpec:
                                  f"{owner}: '{self.path.pull}' is an h5ad file; set source: h5ad")
         if isinstance(self.orthologs, Pulled):
             self.orthologs.expect("orthologs", (".csv", ".tsv"), owner, "an ortholog table (CSV)")
+
+    @property
+    def sharded(self) -> bool:
+        """Streamed from Parquet shards rather than read whole into memory."""
+        return self.source in SHARDED_SOURCES
+
+    def _check_sharded(self) -> None:
+        if self.source == "merlin" and not self.split:
+            raise FieldError("split", f"dataset '{self.name}': a Merlin store holds several splits; name one with "
+                                      "split: train, val or test")
+        if self.split is not None and self.source != "merlin":
+            raise FieldError("split", f"dataset '{self.name}': split names a split of a Merlin store (source: merlin); "
+                                      "remove it")
+        if not self.sharded:
+            return
+        unsupported = [k for k in ("n_cells", "labels", "spatial_key", "counts_layer", "gene_symbols", "gene_ids",
+                                   "orthologs", "values", "target_sum") if getattr(self, k) is not None]
+        if self.species == "mouse":
+            unsupported.append("species")
+        if unsupported:
+            key = unsupported[0]
+            raise FieldError(key, f"dataset '{self.name}': {key} does not apply to a {self.source} dataset (its "
+                                  "manifest records genes, values and columns); set it when the shards are written "
+                                  "(ssl-st data shard) and remove it here")
 
     def _check_labels(self) -> None:
         """``labels`` is a CSV for the instruments' outputs; everywhere else labels are an obs column."""
@@ -155,6 +187,9 @@ class ModelSpec:
     genes: str | Pulled | None = None
     trusted: bool = False  # checkpoint: allow unpickling objects (only for files you trust)
     seed: int = 0  # weight-initialisation and training seed (fixed per model, not per grid seed)
+    # data-parallel pretraining on this many Ray Train workers, each with resources.pretrain (1: in the
+    # builder's own process, as before); the weights of 1 and of N workers differ only by float rounding
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in PRETRAINING and self.method not in UNTRAINED_METHODS:
@@ -167,6 +202,10 @@ class ModelSpec:
             self.checkpoint.expect("checkpoint", (".ckpt",), owner, "a checkpoint (.ckpt)")
         if isinstance(self.genes, Pulled):
             self.genes.expect("genes", (".parquet",), owner, "a gene order (var.parquet)")
+        if self.workers < 1:
+            raise FieldError("workers", f"model '{self.name}': workers must be at least 1 (got {self.workers})")
+        if self.workers > 1 and self.method not in PRETRAINING:
+            raise FieldError("workers", f"model '{self.name}': {self.method} is not trained here; remove workers")
         if self.pretrain is not None and self.method not in PRETRAINING:
             raise ValueError(f"model '{self.name}': {self.method} is not trained here; remove its 'pretrain' section")
         training = self.training
@@ -222,6 +261,11 @@ class ExperimentConfig:
                     raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': {role} '{ref}' is not a dataset{suggest(ref, datasets)}")
             if d.base is not None and self.dataset(d.base).source == "imputed":
                 raise FieldError(f"datasets[{i}].base", f"dataset '{d.name}': base '{d.base}' is itself imputed; impute a measured dataset")
+            for role, ref in (("base", d.base), ("impute_reference", d.impute_reference or (d.base and self.reference))):
+                if ref is not None and self.dataset(ref).sharded:
+                    raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': imputation holds both datasets in "
+                                     f"memory, and {role} '{ref}' is {self.dataset(ref).source} (streamed); impute from "
+                                     "an h5ad or instrument dataset")
             for role, ref in (("base", d.base), ("impute_reference", d.impute_reference or (d.base and self.reference))):
                 if ref is not None and self.dataset(ref).values not in (None, "counts"):
                     raise FieldError(f"datasets[{i}].{role}", f"dataset '{d.name}': imputation needs counts, but {role} "

@@ -52,12 +52,14 @@ def canonical(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Artifact:
-    kind: Literal["data", "model"]
+    kind: Literal["data", "model", "embedding"]
     name: str
     key: str
     spec: dict[str, Any]  # the resolved content the key hashes
     inputs: dict[str, str] = field(default_factory=dict)  # role -> artifact key, e.g. "reference"
     source: DatasetSpec | ModelSpec | None = field(default=None, compare=False)  # what builds it
+    # built by workers of its own (Ray Data actors, Ray Train workers), each with the stage's resources
+    drives_workers: bool = field(default=False, compare=False)
 
     @property
     def depends(self) -> tuple[str, ...]:
@@ -65,12 +67,15 @@ class Artifact:
 
     @property
     def stage(self) -> str:
-        return "data" if self.kind == "data" else "pretrain"
+        return {"data": "data", "model": "pretrain", "embedding": "embed"}[self.kind]
 
     def path(self, root: Path) -> Path:
         if self.kind == "data":
-            return root / "artifacts" / "data" / f"{self.name}-{self.key}.h5ad"
-        return root / "artifacts" / "models" / f"{self.name}-{self.key}"
+            # a sharded dataset stays where it is; its artifact is the record that it was checked
+            sharded = isinstance(self.source, DatasetSpec) and self.source.sharded
+            return root / "artifacts" / "data" / f"{self.name}-{self.key}{'.json' if sharded else '.h5ad'}"
+        folder = "models" if self.kind == "model" else "embeddings"
+        return root / "artifacts" / folder / f"{self.name}-{self.key}"
 
     def manifest_path(self, root: Path) -> Path:
         return manifest_path(self.path(root))
@@ -105,7 +110,7 @@ class Artifact:
 
 def manifest_path(artifact_path: Path) -> Path:
     """``manifest.json`` inside a model folder; ``<file>.manifest.json`` beside a dataset file."""
-    if artifact_path.is_dir() or (artifact_path.suffix != ".h5ad" and not artifact_path.is_file()):
+    if artifact_path.is_dir() or (artifact_path.suffix not in (".h5ad", ".json") and not artifact_path.is_file()):
         return artifact_path / MANIFEST_NAME
     return artifact_path.with_name(f"{artifact_path.name}.manifest.json")
 
@@ -113,7 +118,7 @@ def manifest_path(artifact_path: Path) -> Path:
 def _artifact_files(artifact_path: Path) -> dict[str, Path]:
     if artifact_path.is_dir():
         return {p.relative_to(artifact_path).as_posix(): p for p in sorted(artifact_path.rglob("*"))
-                if p.is_file() and p.name != MANIFEST_NAME}
+                if p.is_file() and p.relative_to(artifact_path).as_posix() != MANIFEST_NAME}
     return {artifact_path.name: artifact_path}
 
 
@@ -208,12 +213,14 @@ def download_problems(plan: Plan, config_file: str | Path, root: Path) -> list[A
 
 def resource_summary(plan: Plan) -> str:
     """What the plan asks Ray for, per stage: each task's request and how many tasks make it."""
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, bool], int] = {}
     for artifact in plan.artifacts.values():
-        counts[artifact.stage] = counts.get(artifact.stage, 0) + 1
+        key = (artifact.stage, artifact.drives_workers)
+        counts[key] = counts.get(key, 0) + 1
     for cell in plan.cells:
-        counts[cell.stage] = counts.get(cell.stage, 0) + 1
-    parts = [f"{stage} {plan.config.resources_for(stage).describe()} x {n}" for stage, n in counts.items()]
+        counts[(cell.stage, False)] = counts.get((cell.stage, False), 0) + 1
+    parts = [f"{stage} {plan.config.resources_for(stage).describe()}{' per worker' if workers else ''} x {n}"
+             for (stage, workers), n in counts.items()]
     return "resources per task: " + "; ".join(parts)
 
 
@@ -230,6 +237,7 @@ class Cell:
     data: str  # artifact key of the evaluated dataset
     reference: str | None  # artifact key of the reference dataset (vocabulary of model-free modes)
     trained_model: str | None  # artifact key of the model
+    embedding: str | None = None  # artifact key of the model's embedding of a sharded dataset
 
     @property
     def stage(self) -> str:
@@ -237,7 +245,7 @@ class Cell:
 
     @property
     def artifact_keys(self) -> tuple[str, ...]:
-        return tuple(k for k in (self.data, self.reference, self.trained_model) if k)
+        return tuple(k for k in (self.data, self.reference, self.trained_model, self.embedding) if k)
 
     def label(self) -> str:
         return f"{self.task}/{self.dataset}/{self.model or '-'}/{self.mode}/seed={self.seed}"
@@ -279,7 +287,7 @@ def file_identity(path: str | Pulled | None) -> dict[str, Any] | None:
 
 # Dataset keys added after ids were first pinned: left out of a dataset's content while unset, so that
 # a config that does not use them keeps its ids and artifact keys (tests/test_cell_ids.py).
-LATER_DATASET_KEYS = ("label_column", "values", "target_sum")
+LATER_DATASET_KEYS = ("label_column", "values", "target_sum", "split")
 
 
 def dataset_content(spec: DatasetSpec) -> dict[str, Any]:
@@ -293,7 +301,21 @@ def dataset_content(spec: DatasetSpec) -> dict[str, Any]:
     content["species"] = spec.resolved_species
     for key in ("path", "labels", "orthologs"):
         content[f"{key}_file"] = file_identity(getattr(spec, key))
+    if spec.sharded:
+        content["path_file"] = sharded_identity(str(spec.path), spec.split)
     return content
+
+
+def sharded_identity(path: str, split: str | None) -> dict[str, Any]:
+    """A shard directory is its manifest (which holds every shard's sha256); a Merlin split, the
+    sizes and times of its files, like :func:`file_identity`."""
+    root = Path(path)
+    manifest = root / MANIFEST_NAME
+    if manifest.is_file():
+        return {"path": path, "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+    files = sorted(p for p in (root / (split or "")).rglob("*.parquet")) + [root / "var.parquet"]
+    listing = [(p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()]
+    return {"path": path, "split": split, "files": content_hash(listing)}
 
 
 def _changed(settings: Any) -> dict[str, Any]:
@@ -345,23 +367,34 @@ class Expansion:
         if training is not None:
             reference = self.data(model.reference or self.config.reference)
             spec["pretrain"] = _changed(training)
+            if model.workers > 1:  # gradients summed across workers: the same steps, other float rounding
+                spec["workers"] = model.workers
             content["reference"] = reference.spec
             inputs["reference"] = reference.key
             if training.needs_programs:
                 spec["programs"] = model.programs
                 content["programs"] = file_identity(model.programs) or model.programs
-        return self._register(Artifact("model", name, content_hash(content), content, inputs, model))
+        return self._register(Artifact("model", name, content_hash(content), content, inputs, model,
+                                       drives_workers=model.workers > 1))
+
+    def embedding(self, model: Artifact, data: Artifact, settings: dict[str, Any]) -> Artifact:
+        """The artifact of ``model``'s embedding of the sharded dataset of ``data``, under the input
+        ``settings`` (target sum, coverage floor) that it depends on; every seed's cells share it."""
+        content = {"model": model.spec, "data": data.spec, "settings": settings}
+        return self._register(Artifact("embedding", f"{model.name}-{data.name}", content_hash(content), content,
+                                       {"data": data.key, "model": model.key}, drives_workers=True))
 
     def _register(self, artifact: Artifact) -> Artifact:
         return self.artifacts.setdefault(artifact.key, artifact)
 
     def cell(self, task: TaskSpec, *, dataset: str, model: str | None, mode: str, seed: int, spec: CellSpec,
              content: dict[str, Any], data: Artifact, reference: Artifact | None = None,
-             trained_model: Artifact | None = None) -> Cell:
+             trained_model: Artifact | None = None, embedding: Artifact | None = None) -> Cell:
         return Cell(
             cell_id=content_hash(content), task=task.name, dataset=dataset, model=model, mode=mode, seed=seed,
             spec=spec, content=content, data=data.key, reference=reference.key if reference else None,
             trained_model=trained_model.key if trained_model else None,
+            embedding=embedding.key if embedding else None,
         )
 
 
@@ -406,25 +439,28 @@ def plan_problems(plan: Plan, config_file: str | Path) -> list[Any]:
     for cell in plan.cells:
         key = cell.content.get("dataset", {}).get("label_key")
         dataset = config.dataset(cell.dataset)
-        if key is None or dataset.source != "h5ad" or (cell.dataset, key) in wanted:
+        if key is None or dataset.source not in ("h5ad", "shards", "merlin") or (cell.dataset, key) in wanted:
             continue
         task = config.tasks[tasks[cell.task]]
         own = "label_key" if key == dataset.label_key else "domain_key"
         wanted[(cell.dataset, key)] = (f"tasks[{tasks[cell.task]}].label_key" if task.label_key
                                        else f"datasets[{datasets[cell.dataset]}].{own}")
     columns: dict[str, list[str] | str] = {}
+    problems += _shard_problems(config, config_file, columns)
     for (name, key), field in wanted.items():
         path = config.dataset(name).path
         if isinstance(path, Pulled):  # checked once downloaded; until then it is on the "to fetch" list
             if not path.is_present():
                 continue
             path = str(path.local_path())
-        if path not in columns:
+        if path not in columns and not config.dataset(name).sharded:
             try:
                 columns[path] = obs_columns(path)
             except (OSError, KeyError) as exc:  # not HDF5, or HDF5 without obs: not an AnnData file
                 columns[path] = f"{path} cannot be read as an h5ad file ({type(exc).__name__}: {exc})"
-        found = columns[path]
+        found = columns.get(path)
+        if found is None:  # shards that failed their check: reported once, above
+            continue
         if isinstance(found, str):
             message = found
         elif key in found:
@@ -435,3 +471,27 @@ def plan_problems(plan: Plan, config_file: str | Path) -> list[Any]:
                        + (f"; did you mean '{close[0]}'?" if close else "; name the column that holds the labels"))
         problems.append(Problem(str(config_file), *field_position(config_file, field), field, message))
     return problems
+
+
+def _shard_problems(config: ExperimentConfig, config_file: str | Path, columns: dict[str, list[str] | str]) -> list[Any]:
+    """Every sharded dataset checked as ``plan`` can afford (manifest, footers, schemas, row counts;
+    the checksums are the data stage's): a Problem naming the shard at fault, at the dataset's path.
+    Fills ``columns`` with each good one's obs columns."""
+    from ssl_st.shards import ShardError
+
+    from .config import field_position
+    from .schema import Problem
+    from .sharded import check_source, obs_columns
+
+    problems = []
+    for i, dataset in enumerate(config.datasets):
+        if not dataset.sharded:
+            continue
+        try:
+            columns[str(dataset.path)] = list(obs_columns(check_source(dataset, checksums=False)))
+        except ShardError as exc:
+            where = f"datasets[{i}].path"
+            problems.append(Problem(str(config_file), *field_position(config_file, where), where,
+                                    f"dataset '{dataset.name}': {exc}; nothing was run"))
+    return problems
+

@@ -10,6 +10,10 @@ connection is never handed out: :func:`fetch` and :func:`query` check every stat
 DuckDB scans the files itself, with projection pushdown: 1M rows in 1,000 files answer in well
 under a second (``bench/cli_startup.py``).
 
+Results on object storage (``s3://bucket/prefix``, :mod:`grid.remote`) are read the same way, except
+that DuckDB scans a pyarrow dataset over the cell objects (it reads through the store's filesystem;
+no local path is allowed at all).
+
 Every cell file is written with the same columns (:data:`grid.store.COLUMNS`), so the files are read
 in that one schema without reconciling them by name.
 
@@ -26,10 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .store import COLUMNS, ResultStore, sql_list, sql_text
+from .store import COLUMNS, ObjectResultStore, ResultStore, open_store, sql_list, sql_text
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow.dataset as ds
+
+    from .remote import Location
     import pandas as pd
     import pyarrow as pa
 
@@ -99,11 +106,17 @@ def view_sql(view: str) -> str:
     return f"SELECT * FROM {view}"
 
 
-def _sandboxed(files: list[Path]) -> duckdb.DuckDBPyConnection:
+def _sandboxed(files: list[Path], objects: ds.Dataset | None = None) -> duckdb.DuckDBPyConnection:
+    """The read-only connection over ``files``, or over ``objects`` (the cell objects of a store on
+    object storage, as a pyarrow dataset: DuckDB scans it through the store's filesystem, and no
+    file of this machine needs to be allowed)."""
     import duckdb
 
     con = duckdb.connect()
-    if files:
+    if objects is not None and files:
+        con.register("cell_objects", objects)
+        con.execute("CREATE VIEW results AS SELECT * FROM cell_objects")
+    elif files:
         listed = sql_list(files)
         con.execute(f"CREATE VIEW results AS SELECT * FROM read_parquet({listed})")
         # DuckDB's own scan (fast, with projection and filter pushdown) may open these files and no others
@@ -133,7 +146,13 @@ def _only_queries(sql: str) -> None:
             )
 
 
-def _run(results: str | Path, sql: str, consume: Callable[[Any], T]) -> T:
+def _connect(store: ResultStore | ObjectResultStore, files: list) -> duckdb.DuckDBPyConnection:
+    if isinstance(store, ObjectResultStore):
+        return _sandboxed(files, store.dataset(files))
+    return _sandboxed(files)
+
+
+def _run(results: str | Path | Location, sql: str, consume: Callable[[Any], T]) -> T:
     """``consume(cursor)`` of ``sql`` on the results; a cell file found damaged on the way is
     quarantined and the SQL run again on the rest (no footer pre-scan: a healthy store stays fast)."""
     import duckdb
@@ -141,10 +160,10 @@ def _run(results: str | Path, sql: str, consume: Callable[[Any], T]) -> T:
     if not sql.strip():
         raise ValueError("the SQL is empty")
     _only_queries(sql)
-    store = ResultStore(results)
+    store = open_store(results)
     files = store.files()
     try:
-        return consume(_sandboxed(files).execute(sql))
+        return consume(_connect(store, files).execute(sql))
     except duckdb.Error as exc:
         # only a failed read of the files is worth checking them one by one: SQL errors (a typo, a
         # refused statement) would cost a read of the whole store before being reported
@@ -155,7 +174,7 @@ def _run(results: str | Path, sql: str, consume: Callable[[Any], T]) -> T:
         readable = store.check()
         if readable == files:  # every file reads: the error is the SQL's
             raise
-    return consume(_sandboxed(readable).execute(sql))
+    return consume(_connect(store, readable).execute(sql))
 
 
 def _rows(cursor: duckdb.DuckDBPyConnection | None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -164,7 +183,7 @@ def _rows(cursor: duckdb.DuckDBPyConnection | None) -> tuple[list[str], list[tup
     return [d[0] for d in cursor.description], cursor.fetchall()
 
 
-def fetch(results: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def fetch(results: str | Path | Location, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run ``sql`` against ``results``: column names and rows (no pandas: the CLI's path).
 
     Raises ``duckdb.Error`` for SQL that fails or is refused, ``ValueError`` for empty SQL.
@@ -172,7 +191,7 @@ def fetch(results: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...
     return _run(results, sql, _rows)
 
 
-def query(results: str | Path, sql: str) -> pd.DataFrame:
+def query(results: str | Path | Location, sql: str) -> pd.DataFrame:
     """Run ``sql`` against ``results`` as a DataFrame; raises ``duckdb.Error`` (``ValueError`` if empty)."""
     return _run(results, sql, lambda cursor: cursor.df())
 
@@ -191,7 +210,7 @@ def _arrow_table(cursor: duckdb.DuckDBPyConnection | None) -> pa.Table:
         return fetch_table()
 
 
-def arrow(results: str | Path, sql: str) -> pa.Table:
+def arrow(results: str | Path | Location, sql: str) -> pa.Table:
     """Run ``sql`` against ``results`` as an Arrow table (no columns if the SQL returns no result);
     raises ``duckdb.Error`` (``ValueError`` if empty)."""
     return _run(results, sql, _arrow_table)
@@ -199,14 +218,30 @@ def arrow(results: str | Path, sql: str) -> pa.Table:
 
 # -- the Python entry points ----------------------------------------------------------------------------
 
-def _answer(results_dir: str | Path, view: View | None, sql: str | None) -> pa.Table:
-    import duckdb
+def _results_root(results_dir: str | Path) -> Path | Location:
+    """``results_dir`` as a directory or a location on object storage that holds results, or
+    :class:`ResultsError` naming it."""
+    from .remote import LocationError, parse
 
-    root = Path(results_dir)
+    try:
+        root = parse(results_dir)
+    except LocationError as exc:
+        raise ResultsError(str(exc).removeprefix("--results ")) from None
+    if not isinstance(root, Path):
+        if not root.exists():
+            raise ResultsError(f"{root}: no results stored there; `ssl-st run --results {root}` writes them")
+        return root
     if not root.exists():
         raise ResultsError(f"{root}: no such results directory; `ssl-st run` writes one (--results)")
     if not root.is_dir() or ((root / "cells").exists() and not (root / "cells").is_dir()):
         raise ResultsError(f"{root}: not a results directory (the directory `ssl-st run --results` writes)")
+    return root
+
+
+def _answer(results_dir: str | Path, view: View | None, sql: str | None) -> pa.Table:
+    import duckdb
+
+    root = _results_root(results_dir)
     if view is not None and sql is not None:
         raise ResultsError("pass view= or sql=, not both; the SQL can read the view itself (SELECT ... FROM summary)")
     if view is not None:

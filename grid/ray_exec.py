@@ -7,7 +7,9 @@ Scheduling: artifacts (generated datasets, pretrained models) are submitted firs
 receives the ObjectRefs of the artifacts it needs, so Ray starts it as soon as they exist and runs
 model-free cells while models still train. Resources are declared per stage (``resources:`` in the
 config) at submission time. Results come back to the driver, which writes one Parquet file per cell
-as soon as it finishes: an interrupted run loses only the cells in flight.
+as soon as it finishes: an interrupted run loses only the cells in flight. With results on object
+storage (``--results s3://...``, :mod:`grid.remote`) the tasks share no disk: each builds or
+downloads what it needs in its node's cache and uploads what it builds.
 
 Faults: a stage that asks for more than any node has is refused before anything is submitted (Ray
 would queue it forever); while the run waits, a watchdog says what the tasks wait for; a worker that
@@ -33,7 +35,8 @@ import ray
 
 from .resources import RAY_BUILTIN, Resources
 from .plan import Artifact, Cell, Plan
-from .store import DONE, FAILED, ResultStore
+from .remote import Location, artifact_rel, remote_state
+from .store import DONE, FAILED, ObjectResultStore, ResultStore
 
 MAX_ERROR_CHARS = 4000
 WATCH_EVERY_S = 10.0  # the watchdog speaks after this long without a finished cell, then as often
@@ -168,13 +171,22 @@ def _describe_nodes(nodes: list[dict[str, float]]) -> str:
     return ("the largest node has " if len(shapes) == 1 else "its nodes have ") + text + more
 
 
-def artifacts_to_build(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False) -> list[Artifact]:
+def _is_built(artifact: Artifact, root: Path | Location) -> bool:
+    """Locally: the manifest and checksums vouch for it. On object storage: the manifest and the
+    objects' sizes (the cell task that downloads it checks the checksums)."""
+    if isinstance(root, Location):
+        return remote_state(artifact, root)[0] == "built"
+    return artifact.is_built(root)
+
+
+def artifacts_to_build(plan: Plan, cells: Sequence[Cell], root: Path | Location, *,
+                       rebuild: bool = False) -> list[Artifact]:
     """What ``cells`` need that is not built yet (everything if ``rebuild``), dependencies first.
     Checking an artifact reads its files (checksums): do it once per run."""
-    return [a for a in plan.needed_artifacts(cells) if rebuild or not a.is_built(root)]
+    return [a for a in plan.needed_artifacts(cells) if rebuild or not _is_built(a, root)]
 
 
-def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path, *, rebuild: bool = False,
+def unschedulable(plan: Plan, cells: Sequence[Cell], root: Path | Location, *, rebuild: bool = False,
                   to_build: Sequence[Artifact] | None = None) -> list[str]:
     """One message per stage this run would use whose request no live node can satisfy, and per
     task whose own nested tasks (Tune trials) could not be placed (``to_build``:
@@ -219,12 +231,14 @@ def _limit_threads() -> None:
 
 
 @ray.remote
-def _build_artifact(artifact: Artifact, root: str, rebuild: bool, roles: Sequence[str], *inputs: str) -> str:
+def _build_artifact(artifact: Artifact, root: str, rebuild: bool, resources: Resources, roles: Sequence[str],
+                    *inputs: str) -> str:
     from .stages import build_artifact
 
     _limit_threads()
     paths = {r: Path(p) for r, p in zip(roles, inputs)}
-    return str(build_artifact(artifact, Path(root), paths, device=_worker_device(), rebuild=rebuild))
+    return str(build_artifact(artifact, Path(root), paths, device=_worker_device(), rebuild=rebuild,
+                              resources=resources))
 
 
 @ray.remote
@@ -235,6 +249,31 @@ def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tup
     _limit_threads()
     started = time.perf_counter()
     inputs = CellInputs.of(cell, dict(zip(keys, map(Path, paths))), workdir=Path(workdir), device=_worker_device())
+    return run_cell(cell, inputs), time.perf_counter() - started
+
+
+# Results on object storage (grid.remote): the same tasks, but each works in its node's cache and goes
+# through the store. The ObjectRefs of the artifacts a task needs are passed only so that Ray starts it
+# once they are built (and fails it if one failed); the task downloads the artifacts itself.
+
+
+@ray.remote
+def _build_artifact_remote(artifact: Artifact, location: Location, rebuild: bool, resources: Resources,
+                           needed: dict[str, Artifact], *built: str) -> str:
+    from .remote import build
+
+    _limit_threads()
+    return build(artifact, location, needed, device=_worker_device(), rebuild=rebuild, resources=resources)
+
+
+@ray.remote
+def _run_cell_remote(cell: Cell, location: Location, needed: Sequence[Artifact], *built: str) -> tuple[list, float]:
+    from .remote import cell_inputs
+    from .stages import run_cell
+
+    _limit_threads()
+    inputs = cell_inputs(cell, location, list(needed), device=_worker_device())  # downloads: not the cell's time
+    started = time.perf_counter()
     return run_cell(cell, inputs), time.perf_counter() - started
 
 
@@ -359,8 +398,8 @@ class _Watchdog:
 def execute(
     plan: Plan,
     cells: Sequence[Cell],
-    root: Path,
-    store: ResultStore,
+    root: Path | Location,
+    store: ResultStore | ObjectResultStore,
     progress: RunProgress,
     *,
     rebuild: bool = False,
@@ -368,7 +407,8 @@ def execute(
     watch_every_s: float = WATCH_EVERY_S,
 ) -> RunSummary:
     """Build what ``cells`` need (all of it if ``rebuild``), run them, and record each one in
-    ``store`` as it finishes.
+    ``store`` as it finishes. ``root`` is the results directory, or a location on object storage
+    (:mod:`grid.remote`), where tasks work in their node's cache and go through the store.
 
     Raises :class:`Unschedulable` before submitting anything if a stage asks for more than any node
     has; with ``cluster_may_grow`` (an autoscaler may add bigger nodes, which Ray does not expose
@@ -385,13 +425,25 @@ def execute(
     progress.start(len(cells), len(to_build))
     for problem in problems:
         progress.note(f"warning: {problem}; waiting in case the cluster's autoscaler adds such a node")
+    remote = isinstance(root, Location)
     for artifact in artifacts:
         if artifact.key in to_build:
             roles = list(artifact.inputs)
             inputs = [artifact_refs[artifact.inputs[r]] for r in roles]
-            options = _options(config.resources_for(artifact.stage), config.retries)
-            ref = _build_artifact.options(**options, name=f"build:{artifact.name}")
-            artifact_refs[artifact.key] = ref.remote(artifact, str(root), rebuild, roles, *inputs)
+            # a builder that drives workers of its own (Ray Data actors, Ray Train workers) asks for
+            # nothing itself: holding a CPU while it waits could starve the workers it waits on
+            options = _options(Resources(cpus=0) if artifact.drives_workers else config.resources_for(artifact.stage),
+                               config.retries)
+            resources = config.resources_for(artifact.stage)
+            if remote:
+                needed = {r: plan.artifacts[artifact.inputs[r]] for r in roles}
+                ref = _build_artifact_remote.options(**options, name=f"build:{artifact.name}")
+                artifact_refs[artifact.key] = ref.remote(artifact, root, rebuild, resources, needed, *inputs)
+            else:
+                ref = _build_artifact.options(**options, name=f"build:{artifact.name}")
+                artifact_refs[artifact.key] = ref.remote(artifact, str(root), rebuild, resources, roles, *inputs)
+        elif remote:
+            artifact_refs[artifact.key] = root.url(artifact_rel(artifact))
         else:
             artifact_refs[artifact.key] = str(artifact.path(root))
 
@@ -404,15 +456,18 @@ def execute(
         resources = attempt_resources(config.resources_for(cell.stage), attempt, config.retry_memory_factor, nodes)
         keys = list(cell.artifact_keys)
         options = _options(resources, retries=0)
+        built = [artifact_refs[k] for k in keys]
+        if remote:
+            return _run_cell_remote.options(**options, name=f"cell:{cell.label()}").remote(
+                cell, root, [plan.artifacts[k] for k in keys], *built)
         return _run_cell.options(**options, name=f"cell:{cell.label()}").remote(
-            cell, str(root.resolve() / "work" / cell.cell_id), keys, *[artifact_refs[k] for k in keys]
+            cell, str(root.resolve() / "work" / cell.cell_id), keys, *built
         )
 
     pending: dict[object, Cell] = {}
     for cell in cells:
-        workdir = root.resolve() / "work" / cell.cell_id
-        if rebuild and workdir.exists():  # --force: a tuning run must not resume from old trials
-            shutil.rmtree(workdir)
+        if rebuild:  # --force: a tuning run must not resume from old trials
+            _clear_workdir(root, cell)
         pending[submit(cell)] = cell
 
     done = failed = 0
@@ -453,6 +508,15 @@ def execute(
             ray.cancel(ref, force=True)
         raise
     return RunSummary(done, failed, time.perf_counter() - started)
+
+
+def _clear_workdir(root: Path | Location, cell: Cell) -> None:
+    if isinstance(root, Location):
+        root.delete_tree(root.path("work", cell.cell_id))
+        return
+    workdir = root.resolve() / "work" / cell.cell_id
+    if workdir.exists():
+        shutil.rmtree(workdir)
 
 
 def _artifact_error(plan: Plan, cell: Cell, refs: dict[str, object]) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .config import DatasetSpec, ModelSpec
 from .plan import Artifact, Cell, manifest_path, write_manifest
 from .pulled import local
+from .resources import Resources
 from .tasks import CellInputs, Row
 
 
@@ -73,10 +74,18 @@ def _reusable(artifact: Artifact, root: Path, rebuild: bool) -> bool:
 
 
 def _open_completely(artifact: Artifact, root: Path) -> None:
-    if artifact.kind == "data":
+    from .sharded import is_record, open_record
+
+    if artifact.kind == "data" and is_record(artifact.path(root)):
+        open_record(artifact.path(root))
+    elif artifact.kind == "data":
         import anndata as ad
 
         ad.read_h5ad(artifact.path(root))  # reads every array: a truncated file fails here
+    elif artifact.kind == "embedding":
+        from ssl_st.shards import read_embedding
+
+        read_embedding(artifact.path(root) / EMBEDDING_DIR)
     else:
         from ssl_st.models import SSLModel
 
@@ -92,6 +101,13 @@ def build_data(artifact: Artifact, root: Path, inputs: dict[str, Path], *, rebui
     if _reusable(artifact, root, rebuild):
         return path
     spec: DatasetSpec = artifact.source  # type: ignore[assignment]
+    if spec.sharded:
+        from .sharded import write_record
+
+        manifest_path(path).unlink(missing_ok=True)
+        write_record(spec, path)  # checks every shard's checksum first
+        write_manifest(path)
+        return path
     if spec.source == "imputed":
         from ssl_st.impute import impute_checked
 
@@ -116,18 +132,33 @@ def _programs(source: str) -> dict[str, list[str]]:
     return read_gmt(source)
 
 
-def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto",
-                rebuild: bool = False) -> Path:
-    """Pretrain, initialise or import (checkpoint method) a model into ``<artifact>/model.ckpt``."""
-    import anndata as ad
-
+def _train_on_workers(spec: ModelSpec, cells, vocabulary, programs, resources: Resources, out: Path, staged: Path):
+    """Pretrain on ``spec.workers`` Ray Train workers of ``resources`` each, from ``cells`` (a model
+    input matrix, or shards to stream: :mod:`ssl_st.shards.stream`); their per-epoch checkpoints (a
+    lost worker resumes from the last) live beside the artifact until it is built."""
     import shutil
 
-    from ssl_st.genes import Vocabulary
+    from ssl_st.models.distributed import Workers, train_data_parallel
+
+    workers = Workers(count=spec.workers, cpus=max(resources.cpus, 1e-3), use_gpu=resources.gpus > 0,
+                      resources=tuple(resources.custom.items()))
+    storage = out.with_name(f".{out.name}.train")
+    try:
+        return train_data_parallel(spec.training, cells, vocabulary, spec.encoder, workers=workers, programs=programs,
+                                   seed=spec.seed, storage=storage, name="pretrain", log_dir=staged / "tensorboard")
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto",
+                rebuild: bool = False, resources: Resources | None = None) -> Path:
+    """Pretrain, initialise or import (checkpoint method) a model into ``<artifact>/model.ckpt``."""
+    import shutil
+
+    from ssl_st.files import CHECKPOINT_NAME, replace_dir, staging_dir
     from ssl_st.models import SSLModel
-    from ssl_st.files import CHECKPOINT_NAME
-    from ssl_st.files import replace_dir, staging_dir
-    from ssl_st.pp import model_input
+
+    from .sharded import is_record, model_inputs_of, open_record, vocabulary_of
 
     out = artifact.path(root)
     if _reusable(artifact, root, rebuild):
@@ -140,16 +171,20 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
             model = SSLModel.load(local(spec.checkpoint, f"model '{spec.name}' checkpoint"),
                                   genes=local(spec.genes, f"model '{spec.name}' genes"), trusted=spec.trusted)
         else:
-            vocabulary = Vocabulary.from_var(ad.read_h5ad(inputs["vocabulary"], backed="r").var)
+            vocabulary = vocabulary_of(inputs["vocabulary"])
             training = spec.training
             if training is None:
                 model = SSLModel.random_init(vocabulary, spec.encoder, seed=spec.seed)
             else:
-                matrix, _ = model_input(ad.read_h5ad(inputs["reference"]), vocabulary)
-                model = training.train(
-                    matrix, vocabulary, spec.encoder, programs=_programs(spec.programs) if training.needs_programs else None,
-                    seed=spec.seed, device=device, log_dir=staged / "tensorboard",
-                )
+                programs = _programs(spec.programs) if training.needs_programs else None
+                if spec.workers > 1:  # shards stream into the workers; an h5ad is read and sent once
+                    cells = open_record(inputs["reference"]) if is_record(inputs["reference"]) else \
+                        model_inputs_of(inputs["reference"], vocabulary)
+                    model = _train_on_workers(spec, cells, vocabulary, programs, resources or Resources(), out, staged)
+                else:
+                    matrix = model_inputs_of(inputs["reference"], vocabulary)
+                    model = training.train(matrix, vocabulary, spec.encoder, programs=programs, seed=spec.seed,
+                                           device=device, log_dir=staged / "tensorboard")
         model.save(staged / CHECKPOINT_NAME)  # a file path: written in place inside the staged folder
         write_manifest(staged)
         replace_dir(staged, out)
@@ -159,12 +194,59 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
     return out
 
 
+EMBEDDING_DIR = "embedding"  # inside an embedding artifact: the embedding shards and their own manifest
+
+
+def build_embedding(artifact: Artifact, root: Path, inputs: dict[str, Path], *, resources: Resources,
+                    rebuild: bool = False) -> Path:
+    """A model's embedding of a sharded dataset, streamed through Ray Data (:func:`ssl_st.shards.embed_shards`)
+    into ``<artifact>/embedding/``: as many encoder actors of ``resources`` as there are free, up to one
+    per shard, at least one."""
+    import shutil
+
+    from ssl_st.files import CHECKPOINT_NAME, replace_dir, staging_dir
+    from ssl_st.shards import EmbedOptions, ModelRef, embed_shards
+
+    from .sharded import open_record
+
+    out = artifact.path(root)
+    if _reusable(artifact, root, rebuild):
+        return out
+    source = open_record(inputs["data"])
+    settings = artifact.spec["settings"]
+    options = EmbedOptions(actors=1, max_actors=max(1, min(len(source.files), _room_for(resources))),
+                           cpus_per_actor=resources.cpus, gpus_per_actor=resources.gpus,
+                           resources=tuple(resources.custom.items()),
+                           target_sum=settings["target_sum"], min_coverage=settings["min_coverage"])
+    staged = staging_dir(out)
+    try:
+        embed_shards(ModelRef(str(inputs["model"] / CHECKPOINT_NAME)), source, staged / EMBEDDING_DIR, options=options)
+        write_manifest(staged)
+        replace_dir(staged, out)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return out
+
+
+def _room_for(resources: Resources) -> int:
+    """How many tasks of ``resources`` the cluster's free resources hold now."""
+    import ray
+
+    free = ray.available_resources()
+    room = [int(free.get(name, 0) // amount) for name, amount in resources.request().items() if amount > 0]
+    return min(room) if room else 1
+
+
 def build_artifact(artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto",
-                   rebuild: bool = False) -> Path:
-    """Build ``artifact`` unless it exists (``rebuild`` replaces it, e.g. after a code change)."""
+                   rebuild: bool = False, resources: Resources | None = None) -> Path:
+    """Build ``artifact`` unless it exists (``rebuild`` replaces it, e.g. after a code change);
+    ``resources``: what each of the workers an embedding starts asks for."""
     if artifact.kind == "data":
         return build_data(artifact, root, inputs, rebuild=rebuild)
-    return build_model(artifact, root, inputs, device=device, rebuild=rebuild)
+    if artifact.kind == "embedding":
+        return build_embedding(artifact, root, inputs, resources=resources or Resources(), rebuild=rebuild)
+    return build_model(artifact, root, inputs, device=device, rebuild=rebuild, resources=resources)
 
 
 def run_cell(cell: Cell, inputs: CellInputs) -> list[Row]:

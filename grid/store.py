@@ -4,6 +4,9 @@
 with ``status = 'failed'`` and its error), so a crash can never leave half a cell behind, and the set
 of files *is* the record of what is done. Query the whole directory as one table with DuckDB
 (:mod:`grid.query`) or ``pyarrow.dataset``.
+
+On object storage (``--results s3://bucket/prefix``) the same layout holds objects:
+:class:`ObjectResultStore`, which :func:`open_store` picks for a :class:`grid.remote.Location`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     import pyarrow.dataset as ds
 
     from .plan import Cell
+    from .remote import Location
 
 DONE, FAILED = "done", "failed"
 
@@ -116,6 +120,42 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def cell_table(
+    cell: Cell,
+    records: Iterable[tuple[str, float, str]] | None,
+    *,
+    duration_s: float,
+    error: str | None = None,
+) -> pa.Table:
+    """A finished cell's rows in the store's schema: its metric records, or (``error`` set) one
+    failed row; a cell that returned no metrics is a failure too, never an empty file."""
+    status = FAILED if error is not None else DONE
+    rows = [(None, None, None)] if error is not None else list(records or [])
+    if not rows:
+        rows, status, error = [(None, None, None)], FAILED, "the task returned no metrics"
+    finished = datetime.now(timezone.utc)
+    common = {
+        "cell_id": cell.cell_id,
+        "dataset": cell.dataset,
+        "task": cell.task,
+        "model": cell.model,
+        "mode": cell.mode,
+        "seed": cell.seed,
+        "status": status,
+        "error": strip_ansi(error) if error is not None else None,
+        "duration_s": duration_s,
+        "finished_at": finished,
+        "host": socket.gethostname(),
+        "ssl_st_version": __version__,
+        "config": json.dumps(cell.content, sort_keys=True),
+    }
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(
+        [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=arrow_schema()
+    )
+
+
 class ResultStore:
     """The cell files under ``root``.
 
@@ -156,32 +196,9 @@ class ResultStore:
         error: str | None = None,
     ) -> Path:
         """Record a finished cell: its metric records, or (``error`` set) one failed row."""
-        status = FAILED if error is not None else DONE
-        rows = [(None, None, None)] if error is not None else list(records or [])
-        if not rows:
-            rows, status, error = [(None, None, None)], FAILED, "the task returned no metrics"
-        finished = datetime.now(timezone.utc)
-        common = {
-            "cell_id": cell.cell_id,
-            "dataset": cell.dataset,
-            "task": cell.task,
-            "model": cell.model,
-            "mode": cell.mode,
-            "seed": cell.seed,
-            "status": status,
-            "error": strip_ansi(error) if error is not None else None,
-            "duration_s": duration_s,
-            "finished_at": finished,
-            "host": socket.gethostname(),
-            "ssl_st_version": __version__,
-            "config": json.dumps(cell.content, sort_keys=True),
-        }
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(
-            [{**common, "metric": m, "value": v, "kind": k} for m, v, k in rows], schema=arrow_schema()
-        )
+        table = cell_table(cell, records, duration_s=duration_s, error=error)
         self.cells_dir.mkdir(parents=True, exist_ok=True)
         return write_atomically(self.path(cell.cell_id), lambda f: pq.write_table(table, f))
 
@@ -296,3 +313,132 @@ class ResultStore:
             return self.dataset(files).to_table()
         except Exception:  # noqa: BLE001 - a damaged file raises OSError, ArrowInvalid, ...; found below
             return self.dataset(self.check()).to_table()
+
+
+class ObjectResultStore:
+    """The same store on object storage (:mod:`grid.remote`): one object per cell under
+    ``<location>/cells/``, written by the driver in one PUT, which is whole or absent as the local
+    rename is, so there are no temporary files to sweep. Reads go through pyarrow datasets on the
+    location's filesystem (DuckDB scans those in :mod:`grid.query`); an unreadable object (written by
+    something else) is moved to ``quarantine/`` with a warning, as a local file is."""
+
+    def __init__(self, location: Location, *, warn: Callable[[str], None] = _warn) -> None:
+        self.location = location
+        self.cells_dir = location.url("cells")  # URIs, for messages
+        self.quarantine_dir = location.url("quarantine")
+        self.warn = warn
+        self.skipped: set[str] = set()  # unreadable objects that could not be moved
+
+    def path(self, cell_id: str) -> str:
+        """The cell's object, as a path on the location's filesystem."""
+        return self.location.path("cells", f"{cell_id}.parquet")
+
+    def files(self) -> list[str]:
+        return [i.path for i in self.location.list("cells") if i.path.endswith(".parquet") and i.path not in self.skipped]
+
+    def quarantined(self) -> list[str]:
+        return [i.path for i in self.location.list("quarantine")]
+
+    def write(
+        self,
+        cell: Cell,
+        records: Iterable[tuple[str, float, str]] | None,
+        *,
+        duration_s: float,
+        error: str | None = None,
+    ) -> str:
+        """Record a finished cell (see :meth:`ResultStore.write`): serialised whole in memory first,
+        then one PUT, so a failure leaves no object rather than part of one."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(cell_table(cell, records, duration_s=duration_s, error=error), sink)
+        path = self.path(cell.cell_id)
+        self.location.write_bytes(path, sink.getvalue().to_pybytes())
+        return path
+
+    def sweep(self, min_age_s: float = 0.0) -> list[str]:
+        """Nothing to sweep: an interrupted PUT leaves no object."""
+        return []
+
+    def unreadable(self, path: str) -> str | None:
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_table(path, filesystem=self.location.filesystem).schema
+        except Exception as exc:  # noqa: BLE001 - a damaged object raises OSError, ArrowInvalid, ...
+            return _one_line(f"{type(exc).__name__}: {exc}")
+        if not schema.equals(arrow_schema(), check_metadata=False):
+            return f"its columns are ({', '.join(schema.names)}), not the store's"
+        return None
+
+    def quarantine(self, path: str, reason: str) -> str | None:
+        name = path.rsplit("/", 1)[-1]
+        target = self.location.path("quarantine", name)
+        if self.location.info(target).is_file:  # never overwrite evidence
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            target = self.location.path("quarantine", name.replace(".parquet", f".{stamp}.parquet"))
+        try:
+            self._move(path, target)
+        except FileNotFoundError:  # another reader moved it first
+            return None
+        except OSError as exc:
+            self.skipped.add(path)
+            self.warn(f"{path}: unreadable cell object ({reason}); left out, could not move it to "
+                      f"{self.quarantine_dir} ({_one_line(str(exc))}); delete it so `ssl-st run` recomputes the cell")
+            return None
+        self.warn(f"{path}: unreadable cell object ({reason}); moved to {target}, `ssl-st run` recomputes the cell")
+        return target
+
+    def _move(self, path: str, target: str) -> None:
+        try:
+            self.location.filesystem.move(path, target)
+        except FileNotFoundError:
+            if not self.location.info(path).is_file:
+                raise
+            # a filesystem with folders (not S3) wants quarantine/ to exist first
+            self.location.filesystem.create_dir(self.location.path("quarantine"), recursive=True)
+            self.location.filesystem.move(path, target)
+
+    def check(self) -> list[str]:
+        """Check every cell object on its own, quarantine the unreadable ones; the readable ones."""
+        readable = []
+        for path in self.files():
+            before = self.location.info(path).mtime
+            reason = self.unreadable(path)
+            if reason is None:
+                readable.append(path)
+            elif self.location.info(path).mtime == before:  # not replaced by the writer meanwhile
+                self.quarantine(path, reason)
+        return readable
+
+    def dataset(self, files: list[str] | None = None) -> ds.Dataset:
+        import pyarrow.dataset as ds
+
+        files = self.files() if files is None else files
+        return ds.dataset(files, schema=arrow_schema(), format="parquet", filesystem=self.location.filesystem)
+
+    def _read(self, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return self.dataset().to_table(columns=columns)
+        except Exception:  # noqa: BLE001 - a damaged object raises OSError, ArrowInvalid, ...; found below
+            return self.dataset(self.check()).to_table(columns=columns)
+
+    def statuses(self) -> dict[str, str]:
+        table = self._read(["cell_id", "status"])
+        return dict(zip(table["cell_id"].to_pylist(), table["status"].to_pylist()))
+
+    def table(self) -> pa.Table:
+        return self._read()
+
+
+def open_store(results: str | Path | Location, *, warn: Callable[[str], None] = _warn) -> ResultStore | ObjectResultStore:
+    """The store at ``results``: a local directory, or a :class:`grid.remote.Location` (a URI string
+    is parsed; :class:`grid.remote.LocationError` if no filesystem reads it)."""
+    from .remote import Location, parse
+
+    root = parse(results) if isinstance(results, str) else results
+    if isinstance(root, Location):
+        return ObjectResultStore(root, warn=warn)
+    return ResultStore(root, warn=warn)

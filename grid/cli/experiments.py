@@ -16,17 +16,32 @@ import typer
 from rich.table import Table
 
 from ..schema import ConfigError
-from ..store import DONE, FAILED, ResultStore
+from ..store import DONE, FAILED, ObjectResultStore, ResultStore, open_store
 from .common import app, err, fail, out
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
     from ..plan import Cell, Plan
+    from ..remote import Location
 
 ConfigArg = Annotated[Path, typer.Argument(help="Experiment matrix (YAML).")]
-ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help="Results directory (Parquet store and artifacts).")]
+# A string, not a Path: Path would fold the '//' of an object-store URI.
+ResultsOpt = Annotated[str, typer.Option(
+    "--results", "-r", help="Results directory (Parquet store and artifacts), or an object-store URI such as "
+                            "s3://bucket/prefix for a cluster whose nodes share no disk.")]
 DEFAULT_CONFIG = Path("experiments.yaml")
-DEFAULT_RESULTS = Path("results")
+DEFAULT_RESULTS = "results"
+
+
+def _root(results: str) -> Path | Location:
+    """``--results`` as a local directory or a location on object storage (:mod:`grid.remote`), or
+    exit 2 naming the option and the fix. Messages show the location without its credentials."""
+    from ..remote import LocationError, parse
+
+    try:
+        return parse(results)
+    except LocationError as exc:
+        raise fail(str(exc)) from None
 
 
 def _load(config: Path) -> tuple[ExperimentConfig, Plan]:
@@ -46,36 +61,60 @@ def _load(config: Path) -> tuple[ExperimentConfig, Plan]:
     return cfg, grid_plan
 
 
-def _hold_results(results: Path) -> None:
+def _hold_results(results: Path | Location) -> None:
     """Make this process the one writer of ``results`` until the command ends, or exit 2 naming the
     run that is (``grid.lock``); the kernel releases it if the process dies. Checked before Ray
     starts: a results path that cannot be written would otherwise fail after cells were computed."""
     import os
 
-    from ..lock import LockHeld, hold
+    if not isinstance(results, Path):
+        from ..remote import LocationError, check_reachable
 
+        try:
+            check_reachable(results)
+        except LocationError as exc:
+            raise fail(str(exc)) from None
+        _take(results)
+        return
     existing = next((p for p in (results, *results.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         raise fail(f"{existing}: not a directory; --results must name a directory (it is created if missing)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise fail(f"{existing}: not writable by this user; pass a --results directory you can write to")
+    _take(results)
 
+
+def _take(results: Path | Location) -> None:
+    from ..lock import LockHeld, hold
+    from ..remote import display, is_uri
+
+    # the record names this command; a URI's credentials stay out of it
+    command = " ".join(["ssl-st", *(display(a) if is_uri(a) else a for a in sys.argv[1:])])
     try:
-        lock = hold(results, command=" ".join(["ssl-st", *sys.argv[1:]]))
+        lock = hold(results, command=command)
     except LockHeld as exc:
         raise fail(str(exc)) from None
     if lock.note:
         err.print(f"note: {lock.note}", highlight=False, soft_wrap=True)
 
 
-def _status_of(plan: Plan, store: ResultStore) -> dict[str, str]:
+def _status_of(plan: Plan, store: ResultStore | ObjectResultStore) -> dict[str, str]:
     recorded = store.statuses()
     return {c.cell_id: recorded.get(c.cell_id, "pending") for c in plan.cells}
 
 
-def _read_store(results: Path, *, must_exist: bool) -> ResultStore:
+def _read_store(results: Path | Location, *, must_exist: bool) -> ResultStore | ObjectResultStore:
     """The store a read-only command reads, or a clear exit 2: reading a file, or a directory that is not
     there, as an empty store hides a mistyped --results behind a plausible answer."""
+    if not isinstance(results, Path):
+        try:
+            found = results.exists()
+        except OSError as exc:
+            raise fail(f"--results {results}: cannot reach the store ({str(exc).splitlines()[0]}); check the "
+                       "credentials and the endpoint (AWS_ENDPOINT_URL)") from None
+        if must_exist and not found:
+            raise fail(f"{results}: no results stored there; run `ssl-st run --results {results}` first")
+        return open_store(results)
     for path in (results, results / "cells"):
         if path.exists() and not path.is_dir():
             raise fail(f"{path}: not a directory; --results must name the results directory that `ssl-st run` writes")
@@ -92,6 +131,7 @@ def plan(
 ) -> None:
     """Show the expanded matrix and what is already done."""
     cfg, grid_plan = _load(config)
+    results = _root(results)
     status = _status_of(grid_plan, _read_store(results, must_exist=False))  # not run yet: all pending
     table = Table(title=f"{cfg.name}: {len(grid_plan.cells)} cells", title_justify="left")
     if list_cells:
@@ -112,7 +152,13 @@ def plan(
     from ..lock import describe, holder
     from ..plan import artifact_summary, resource_summary
 
-    out.print(artifact_summary(list(grid_plan.artifacts.values()), results), soft_wrap=True, highlight=False)
+    if isinstance(results, Path):
+        summary = artifact_summary(list(grid_plan.artifacts.values()), results)
+    else:
+        from ..remote import artifact_summary as remote_summary
+
+        summary = remote_summary(list(grid_plan.artifacts.values()), results)
+    out.print(summary, soft_wrap=True, highlight=False)
     out.print(resource_summary(grid_plan), soft_wrap=True, highlight=False)
     if (running := holder(results)) is not None:
         out.print(f"a run is writing these results now ({describe(running)})", soft_wrap=True, highlight=False)
@@ -131,8 +177,9 @@ def run(
     from ..progress import make_progress
 
     cfg, grid_plan = _load(config)
+    results = _root(results)
     _hold_results(results)  # before reading the store and starting Ray: one writer per results directory
-    store = ResultStore(results)
+    store = open_store(results)
     if swept := store.sweep():  # with the lock held, every temporary file is a killed writer's leftover
         err.print(f"removed {len(swept)} temporary file(s) left by an interrupted run", highlight=False)
     status = _status_of(grid_plan, store)
@@ -145,7 +192,8 @@ def run(
 
         # Files this machine has not pulled fail their builds; on an embedded Ray every build runs
         # here, so say so now. A cluster's nodes may have their own caches: there it is a warning.
-        if missing := download_problems(grid_plan, config, results):
+        build_plan, build_root = _to_build_here(grid_plan, results)
+        if missing := download_problems(build_plan, config, build_root):
             listing = "\n".join(str(p) for p in missing)
             if address is None and not os.environ.get("RAY_ADDRESS"):
                 raise fail(f"{listing}\nnothing was run")
@@ -175,13 +223,27 @@ def run(
         raise typer.Exit(1)
 
 
+def _to_build_here(grid_plan: Plan, results: Path | Location) -> tuple[Plan, Path]:
+    """The plan and root against which ``download_problems`` finds the pulled files that builds on
+    this machine would read: for results on object storage, the artifacts the store lacks, checked
+    against this machine's cache (a build there reuses what the cache holds)."""
+    if isinstance(results, Path):
+        return grid_plan, results
+    from dataclasses import replace
+
+    from ..remote import cache_root, remote_state
+
+    unbuilt = {k: a for k, a in grid_plan.artifacts.items() if remote_state(a, results)[0] != "built"}
+    return replace(grid_plan, artifacts=unbuilt), cache_root(results.cache)
+
+
 def finished_line(wall_s: float, *, done: int, failed: int) -> str:
     """The line a run ends with; failed cells come with where to read why."""
     line = f"finished in {wall_s:.1f} s: {done} done, {failed} failed"
     return line + ("; `ssl-st status` shows why each failed" if failed else "")
 
 
-def _print_summary(grid_plan: Plan, store: ResultStore) -> None:
+def _print_summary(grid_plan: Plan, store: ResultStore | ObjectResultStore) -> None:
     from ..report import format_cell, summarize
 
     frame = store.table().to_pandas()
@@ -211,6 +273,7 @@ def status(
     results: ResultsOpt = DEFAULT_RESULTS,
 ) -> None:
     """Done / failed / pending counts and the errors of failed cells."""
+    results = _root(results)
     store = _read_store(results, must_exist=True)
     recorded = store.statuses()
     config = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
@@ -287,6 +350,7 @@ def query_cmd(
         raise fail(f"--out is for --format parquet; --format {fmt} goes to standard output (redirect it with >)")
     if sql is not None and not sql.strip():
         raise fail("SQL: empty; pass a query over the table `results`, e.g. ssl-st query \"SELECT * FROM results LIMIT 5\"")
+    results = _root(results)
     store = _read_store(results, must_exist=True)
     if out_file is not None:
         _check_out(out_file, store)
@@ -331,11 +395,11 @@ def query_cmd(
         out.print(table)
 
 
-def _check_out(path: Path, store: ResultStore) -> None:
+def _check_out(path: Path, store: ResultStore | ObjectResultStore) -> None:
     """``--out`` names a file that can be written and is not read as part of the results, or exit 2."""
     if path.is_dir():
         raise fail(f"{path}: a directory; --out must name the Parquet file to write")
     if not path.parent.is_dir():
         raise fail(f"{path.parent}: no such directory (--out {path}); create it first")
-    if path.parent.resolve() in (store.cells_dir.resolve(), store.quarantine_dir.resolve()):
+    if isinstance(store, ResultStore) and path.parent.resolve() in (store.cells_dir.resolve(), store.quarantine_dir.resolve()):
         raise fail(f"--out {path}: inside the store, where every .parquet file is read as a cell; write it elsewhere")

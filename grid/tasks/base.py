@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ssl_st.registry import Registry
 
@@ -43,12 +43,17 @@ class CellInputs:
     reference: Path | None
     workdir: Path
     device: str
+    embedding: Path | None = None  # a sharded dataset's embedding by the cell's model (zero-shot)
+    # Results on object storage (grid.remote): the cell's workdir there, as (pyarrow filesystem, path).
+    # ``workdir`` is then scratch space on this node; what must outlive the node (a Tune experiment) goes here.
+    shared_workdir: tuple[Any, str] | None = None
 
     @classmethod
-    def of(cls, cell: Cell, paths: dict[str, Path], *, workdir: Path, device: str) -> CellInputs:
+    def of(cls, cell: Cell, paths: dict[str, Path], *, workdir: Path, device: str,
+           shared_workdir: tuple[Any, str] | None = None) -> CellInputs:
         """The inputs of ``cell`` from the paths of built artifacts, by artifact key."""
         return cls(data=paths[cell.data], model=paths.get(cell.trained_model), reference=paths.get(cell.reference),
-                   workdir=workdir, device=device)
+                   workdir=workdir, device=device, embedding=paths.get(cell.embedding), shared_workdir=shared_workdir)
 
 
 class CellSpec(Protocol):
@@ -88,3 +93,18 @@ class TaskSpec:
 
     def cells(self, expansion: Expansion) -> list[Cell]:
         raise NotImplementedError
+
+
+def refuse_sharded(task: TaskSpec, config: ExperimentConfig, what: str, datasets: Iterable[str] | None = None) -> None:
+    """Raise a FieldError if ``task`` would hold a sharded dataset (``source: shards|merlin``) in
+    memory for ``what``: such datasets stream, and only the zero-shot embedding streams."""
+    from ..schema import FieldError
+
+    for i, name in enumerate(datasets if datasets is not None else config.task_datasets(task)):
+        dataset = config.dataset(name)
+        if dataset.sharded:
+            where = f"datasets[{i}]" if task.datasets else "datasets"
+            raise FieldError(where, f"task '{task.name}': {what} holds the whole dataset in memory, but '{name}' is "
+                                    f"{dataset.source} (streamed; only zero-shot cell-type cells run on it); give this "
+                                    "task an h5ad dataset, e.g. from `ssl-st data import`")
+

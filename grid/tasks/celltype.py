@@ -15,7 +15,7 @@ from ssl_st.tasks import CellTypeConfig, FineTuneConfig
 
 from ..resources import Resources
 from ..schema import FieldError
-from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec
+from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec, refuse_sharded
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -46,6 +46,8 @@ class CellTypeCell(CellSpec):
         from ssl_st.models import SSLModel
         from ssl_st.tasks import fine_tune, pca_baseline, supervised, zero_shot
 
+        if inputs.embedding is not None:
+            return self._run_embedded(cell, inputs)
         adata = ad.read_h5ad(inputs.data)
         if self.mode in MODEL_MODES:
             model = SSLModel.load(inputs.model)
@@ -66,6 +68,24 @@ class CellTypeCell(CellSpec):
         if "holdout_pearson_r_mean" in imputation:  # how well the imputed genes were recovered
             rows.append(("imputation_holdout_r", float(imputation["holdout_pearson_r_mean"]), "info"))
         return rows
+
+    def _run_embedded(self, cell: Cell, inputs: CellInputs) -> list[Row]:
+        """Zero-shot on a sharded dataset: kNN on the embedding the grid streamed (an artifact every
+        seed shares), with the labels read from the shards' obs columns alone."""
+        from ssl_st.shards import read_embedding
+        from ssl_st.tasks import zero_shot_embedded
+
+        from ..sharded import open_record
+        from ..stages import EMBEDDING_DIR
+
+        embedding = read_embedding(inputs.embedding / EMBEDDING_DIR, checksums=False)  # checked by the grid
+        obs = open_record(inputs.data).read_obs([self.config.label_key])
+        if not (obs.index.to_numpy(dtype=object) == embedding.cell_ids).all():
+            raise ValueError(f"{inputs.embedding}: the embedding's cells are not the dataset's; rebuild it "
+                             "(ssl-st run --force)")
+        result = zero_shot_embedded(embedding.values, obs[self.config.label_key].astype(str).to_numpy(), self.config,
+                                    cell.seed, coverage=embedding.manifest.info.get("coverage", {}))
+        return [(k, v, "metric") for k, v in result.metrics.items()] + [(k, v, "info") for k, v in result.info.items()]
 
 
 @TASK_KINDS.register
@@ -103,6 +123,13 @@ class CellTypeTask(TaskSpec):
     def check(self, config: ExperimentConfig) -> None:
         if any(m in MODEL_MODES for m in self.modes) and not (self.models or config.models):
             raise FieldError("modes", f"task '{self.name}': mode zero-shot needs at least one model")
+        in_memory = [m for m in self.modes if m != "zero-shot"]
+        if in_memory:
+            refuse_sharded(self, config, f"mode {in_memory[0]}")
+        sharded = [n for n in config.task_datasets(self) if config.dataset(n).sharded]
+        if sharded and self.normalize == "median":
+            raise FieldError("normalize", f"task '{self.name}': normalize: median needs every cell's depth before the "
+                             f"first is embedded, and '{sharded[0]}' streams; use cp10k")
 
     def _content(self, mode: str) -> dict[str, Any]:
         """The task settings a cell of ``mode`` depends on (and nothing else, so that e.g. changing the
@@ -149,6 +176,10 @@ class CellTypeTask(TaskSpec):
                 spec = self._spec(mode, label_key)
                 for model_name in model_names:
                     artifact = expansion.model(model_name) if model_name else None
+                    embedding = None
+                    if dataset.sharded and artifact is not None:
+                        embedding = expansion.embedding(artifact, data, {"target_sum": spec.config.target_sum,
+                                                                         "min_coverage": spec.config.min_coverage})
                     for seed in expansion.seeds(self):
                         content = {
                             "grid_version": self.version,
@@ -162,6 +193,6 @@ class CellTypeTask(TaskSpec):
                         cells.append(expansion.cell(
                             self, dataset=dataset_name, model=model_name, mode=mode, seed=seed, spec=spec,
                             content=content, data=data, reference=None if artifact else expansion.data(config.reference),
-                            trained_model=artifact,
+                            trained_model=artifact, embedding=embedding,
                         ))
         return cells

@@ -18,7 +18,7 @@ from ssl_st.tl import embedding_key
 
 from .. import schema
 from ..resources import Resources
-from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec
+from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec, refuse_sharded
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -88,8 +88,10 @@ class TunedDomainCell(DomainCell):
     def _settings(self, adata: Any, cell: Cell, inputs: CellInputs) -> tuple[DomainConfig, dict[str, float]]:
         from cluster.tune import tune_domains
 
-        outcome = tune_domains(adata, self.domains, self.tuning, objective=self.objective, storage=inputs.workdir,
-                               labels=self.labels, seed=cell.seed)
+        # results on object storage keep the experiment there, so that any node resumes it
+        filesystem, storage = inputs.shared_workdir or (None, inputs.workdir)
+        outcome = tune_domains(adata, self.domains, self.tuning, objective=self.objective, storage=storage,
+                               storage_filesystem=filesystem, labels=self.labels, seed=cell.seed)
         info = {"tune_score": outcome.score, "tune_trials": float(len(outcome.trials)),
                 "tune_resumed": float(outcome.resumed), "oracle": float(outcome.objective == "oracle")}
         info.update({f"tuned_{name}": float(getattr(outcome.best.settings, name)) for name in self.tuning.space})
@@ -155,6 +157,9 @@ class SpatialClusteringTask(TaskSpec):
             return {}
         return {"target_sum": 1e4 if self.normalize == "cp10k" else "median", "min_coverage": self.min_coverage}
 
+    def check(self, config: ExperimentConfig) -> None:
+        refuse_sharded(self, config, "spatial clustering")
+
     def cells(self, expansion: Expansion) -> list[Cell]:
         """(dataset, method, input, [objective], seed), in that order."""
         from ..plan import canonical, dataset_content
@@ -213,6 +218,7 @@ class TuneClusteringTask(SpatialClusteringTask):
                 raise schema.FieldError("tuning.space", f"task '{self.name}': tuning {method}: {err}") from None
 
     def check(self, config: ExperimentConfig) -> None:
+        super().check(config)
         if "oracle" not in self.objectives or self.label_key:
             return
         for name in config.task_datasets(self):

@@ -99,8 +99,10 @@ class EmbedOptions:
     """How the pipeline runs; ``actors`` x ``cpus_per_actor`` (+ ``gpus_per_actor``) is what it holds."""
 
     actors: int = 1
+    max_actors: int | None = None  # grow the pool up to this many while resources are free (default: actors)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    resources: tuple[tuple[str, float], ...] = ()  # Ray custom resources per actor
     batch_size: int | None = None  # default: DEFAULT_BATCH for the layout
     read_concurrency: int | None = None  # read tasks at once (default: actors); each holds one shard
     target_sum: float = 1e4
@@ -111,6 +113,8 @@ class EmbedOptions:
     def __post_init__(self) -> None:
         if self.actors < 1:
             raise ValueError(f"actors must be at least 1 (got {self.actors})")
+        if self.max_actors is not None and self.max_actors < self.actors:
+            raise ValueError(f"max_actors ({self.max_actors}) must be at least actors ({self.actors})")
         if self.cpus_per_actor <= 0 and self.gpus_per_actor <= 0:
             raise ValueError("an encoder actor needs cpus_per_actor > 0 or gpus_per_actor > 0")
         if self.batch_size is not None and self.batch_size < 1:
@@ -260,15 +264,17 @@ def _run(ray: Any, source: Source, ref: ModelRef, plan: InputPlan, options: Embe
             # actors are handed scraps (batches of ~700 rows instead of 8,192).
             ds = ray.data.read_parquet(
                 [str(f) for f in source.files], columns=columns, num_cpus=0,
-                concurrency=options.read_concurrency or options.actors, override_num_blocks=len(source.files),
+                concurrency=options.read_concurrency or options.max_actors or options.actors,
+                override_num_blocks=len(source.files),
             )
             ds = ds.map_batches(
                 Encoder,
                 fn_constructor_kwargs={"model": ref, "plan": plan, "device": options.device, "threads": options.threads,
                                        "lean_memory": options.lean_memory},
-                compute=ray.data.ActorPoolStrategy(size=options.actors),
+                compute=ray.data.ActorPoolStrategy(min_size=options.actors, max_size=options.max_actors or options.actors),
                 num_cpus=options.cpus_per_actor,
                 num_gpus=options.gpus_per_actor,
+                resources=dict(options.resources) or None,
                 batch_size=batch_size,
                 batch_format="pyarrow",
             )
@@ -277,7 +283,9 @@ def _run(ray: Any, source: Source, ref: ModelRef, plan: InputPlan, options: Embe
             else:
                 # A file per output block (a batch: 8,192 cells, ~2 MB): waiting to fill larger
                 # files only delays the last write past the last batch.
-                ds.write_parquet(str(staged), ray_remote_args={"num_cpus": 0})
+                # local://: the write tasks run on this node, whose disk holds ``staged`` (other
+                # nodes of a cluster would write their parts to their own disks)
+                ds.write_parquet(f"local://{staged}", ray_remote_args={"num_cpus": 0})
     except ray.exceptions.RayActorError as exc:
         cause = _checkpoint_error(exc)
         if cause is None:

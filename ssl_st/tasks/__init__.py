@@ -12,7 +12,7 @@ from .config import CellTypeConfig, FineTuneConfig
 
 if TYPE_CHECKING:
     from ..pp import CoverageError
-    from .celltype import TaskResult, pca_baseline, split_indices, zero_shot
+    from .celltype import TaskResult, pca_baseline, split_indices, zero_shot, zero_shot_embedded
     from .finetune import fine_tune, supervised
 
 __getattr__, __dir__ = lazy_attributes(
@@ -23,6 +23,7 @@ __getattr__, __dir__ = lazy_attributes(
         "pca_baseline": ".celltype",
         "split_indices": ".celltype",
         "zero_shot": ".celltype",
+        "zero_shot_embedded": ".celltype",
         "fine_tune": ".finetune",
         "supervised": ".finetune",
     },
@@ -38,4 +39,5 @@ __all__ = [
     "split_indices",
     "supervised",
     "zero_shot",
+    "zero_shot_embedded",
 ]

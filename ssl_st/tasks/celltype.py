@@ -101,6 +101,22 @@ def zero_shot(adata: AnnData, model: SSLModel, config: CellTypeConfig, seed: int
     return TaskResult(knn_scores(adata.obsm[key], y, train, test, config.k), _info(adata, y, train, test, coverage))
 
 
+def zero_shot_embedded(embedding: np.ndarray, y: np.ndarray, config: CellTypeConfig, seed: int, *,
+                       coverage: dict[str, float] | None = None) -> TaskResult:
+    """:func:`zero_shot` on an embedding computed elsewhere (a sharded dataset streamed through
+    :func:`ssl_st.shards.embed_shards`): the same split and kNN; ``coverage`` is the embedding's
+    record of the genes mapped."""
+    train, _, test = split_indices(len(y), seed, config.split)
+    coverage = coverage or {}
+    info = {"n_cells": float(len(y)), "n_train": float(len(train)), "n_test": float(len(test)),
+            "n_classes": float(len(np.unique(y)))}
+    if "mapped_genes" in coverage:
+        info["genes_mapped"] = float(coverage["mapped_genes"])
+    if "vocabulary_fraction" in coverage:
+        info["vocabulary_coverage"] = float(coverage["vocabulary_fraction"])
+    return TaskResult(knn_scores(embedding, y, train, test, config.k), info)
+
+
 def pca_baseline(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig, seed: int) -> TaskResult:
     y = labels(adata, config.label_key)
     train, _, test = split_indices(adata.n_obs, seed, config.split)
