@@ -4,11 +4,17 @@ CLI tests reach it with ``--address`` so they never start a second one."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Ray Train's controller takes one report per poll, every 2 s by default: a test's short epochs would
+# each wait for it. Set before the test cluster starts, so that every Ray process inherits it.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 from ssl_st.threads import limit_threads
 
@@ -89,3 +95,29 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"ssl-st {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """One finished ``ssl-st run`` of :func:`tiny_config` (epochs 2) on a fresh results directory."""
+
+    config: Path
+    results: Path
+    first: subprocess.CompletedProcess
+
+    def copy_results(self, to: Path) -> Path:
+        """A copy of the finished results directory (file modification times kept), for a test to
+        change: the original is shared by every test that asks for it."""
+        shutil.copytree(self.results, to, copy_function=shutil.copy2)
+        return to
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, ray_address) -> TinyRun:
+    """The tiny grid run once for the session: tests that start from its finished store (rerun,
+    query, damage and rebuild) copy it instead of each paying for the same run."""
+    root = tmp_path_factory.mktemp("tiny-run")
+    config = tiny_config(root)
+    results = root / "results"
+    first = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    return TinyRun(config, results, first)

@@ -107,10 +107,9 @@ def test_artifacts_without_a_manifest_are_adopted_if_whole_and_rebuilt_if_not(tm
 
 
 @pytest.mark.ray
-def test_run_rebuilds_a_truncated_model_instead_of_failing_its_cells(tmp_path, ray_address):
-    config = tiny_config(tmp_path)
-    results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+def test_run_rebuilds_a_truncated_model_instead_of_failing_its_cells(tmp_path, ray_address, tiny_run):
+    config = tiny_run.config
+    results = tiny_run.copy_results(tmp_path / "results")  # a finished run of the tiny grid (epochs 2)
     plan = expand(load_config(config))
     model = next(a for a in plan.artifacts.values() if a.name == "random-mask")
     _truncate(model.path(results) / "model.ckpt")

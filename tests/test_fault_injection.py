@@ -1,5 +1,5 @@
 """Kill the driver of a real ``ssl-st run`` at several moments; the store must end as an
-uninterrupted run's would.
+uninterrupted run's would, and the run that finishes computes only the cells that were missing.
 
 Each attempt is killed (SIGKILL: no cleanup code runs) at the next point, the last one runs to the
 end. What is compared: the set of cells and every metric value (durations and timestamps aside),
@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from grid.config import load_config
+from grid.plan import expand
 from grid.store import ResultStore
 
 from .conftest import REPO, run_cli, tiny_config
@@ -43,6 +45,7 @@ def _kill_when(config: Path, results: Path, address: str, ready) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended (exit {proc.returncode}) before it could be killed"
 
 
 def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address):
@@ -62,7 +65,18 @@ def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address):
         _kill_when(config, results, ray_address, ready)
         for path in store.files():  # whatever was written is whole
             assert pq.read_table(path).num_rows > 0, f"a half-written cell after a kill {name}"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    # the last kill landed mid-run: some cells recorded, not all (this was test_grid_run.py's
+    # test_kill_9_then_resume_finishes_only_missing_cells, which ran the same grid on its own)
+    recorded = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    total = len(expand(load_config(config)).cells)
+    assert 0 < len(recorded) < total, "the kill should land mid-run"
+    resumed = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
 
+    # only the missing cells ran: the recorded ones were neither recomputed nor rewritten
+    assert f"running {total - len(recorded)} of {total}" in resumed.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in store.files()}
+    assert len(after) == total
+    assert all(after[name] == mtime for name, mtime in recorded.items()), "finished cells were recomputed"
+    assert set(store.statuses().values()) == {"done"}
     assert _values(results) == expected
     assert not list((results / "cells").glob(".*.tmp")), "temporary files were left behind"

@@ -1,31 +1,27 @@
-"""The grid end to end on real Ray: run, rerun, failures as rows, kill -9 and resume, query."""
+"""The grid end to end on real Ray: run, rerun, failures as rows, query (kill -9 and resume: tests/test_fault_injection.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import anndata as ad
-import pyarrow.parquet as pq
 import pytest
 
 from grid.config import load_config
 from grid.plan import expand
 from grid.store import ResultStore
 
-from .conftest import REPO, run_cli, tiny_config
+from .conftest import run_cli, tiny_config
 
 pytestmark = pytest.mark.ray
 
 
-def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_path, ray_address):
-    config = tiny_config(tmp_path)
-    results = tmp_path / "results"
-    first = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_path, ray_address, tiny_run):
+    # the first run on a fresh results directory is the session's (conftest.tiny_run); this test
+    # reruns and queries a copy of what it recorded
+    config, first = tiny_run.config, tiny_run.first
+    results = tiny_run.copy_results(tmp_path / "results")
     plan = expand(load_config(config))
     assert len(plan.cells) == 2 * 3 * 2  # datasets x (2 models zero-shot + pca) x seeds
     table = ResultStore(results).table().to_pandas()
@@ -92,35 +88,9 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
     assert "running 6 of" in retried.stderr
 
 
-def test_kill_9_then_resume_finishes_only_missing_cells(tmp_path, ray_address):
-    config = tiny_config(tmp_path, epochs=3)
-    results = tmp_path / "results"
-    store = ResultStore(results)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "grid", "run", str(config), "--results", str(results), "--address", ray_address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.monotonic() + 240
-    while not store.files() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    recorded = {p.name: p.stat().st_mtime_ns for p in store.files()}
-    total = len(expand(load_config(config)).cells)
-    assert 0 < len(recorded) < total, "the kill should land mid-run"
-    for path in store.files():  # whatever was written is whole
-        assert pq.read_table(path).num_rows > 0
-
-    resumed = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
-    assert f"running {total - len(recorded)} of {total}" in resumed.stderr
-    after = {p.name: p.stat().st_mtime_ns for p in store.files()}
-    assert len(after) == total
-    assert all(after[name] == mtime for name, mtime in recorded.items()), "finished cells were recomputed"
-    assert set(store.statuses().values()) == {"done"}
+# kill -9 then resume (only the missing cells run, the recorded ones keep their files): merged into
+# tests/test_fault_injection.py::test_killed_runs_resume_to_the_same_store, which kills the same
+# grid (epochs 3) after its first cell and resumes it; one grid run fewer in the suite.
 
 
 ZOO_CONFIG = """\

@@ -5,7 +5,7 @@ training cell exactly once per epoch, in another order every epoch, as the same 
 in-memory path builds. With the shared 2-CPU test Ray: two Ray Train workers train Random Mask from
 a shard directory through ``get_dataset_shard``; one dies in epoch 3 and the run resumes from the
 epoch-2 checkpoint, re-reading the epoch in its seeded file order; the validation loss falls and the
-checkpoint loads and embeds (``ssl-st embed``)."""
+checkpoint loads and embeds."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from ssl_st.shards.stream import (
     read_validation,
 )
 
-from .conftest import run_cli
 from .test_distributed_training import CrashOnce
 
 N_CELLS, ROWS_PER_SHARD, SEED = 400, 50, 3
@@ -97,7 +96,7 @@ def _is_subsequence(part: list[int], whole: list[int]) -> bool:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_workers_stream_shards_resume_and_embed(shards, tmp_path, ray_address, monkeypatch):
+def test_two_workers_stream_shards_resume_and_embed(shards, tmp_path, ray_address):
     from ssl_st.models.distributed import Workers, train_data_parallel
 
     folder, vocabulary = shards
@@ -118,7 +117,11 @@ def test_two_workers_stream_shards_resume_and_embed(shards, tmp_path, ray_addres
     path = model.save(tmp_path / "stream.ckpt")
     loaded = SSLModel.load(path)
     assert loaded.training["stream"]["data"] == "stream"
-    monkeypatch.setenv("RAY_ADDRESS", ray_address)
-    result = run_cli("embed", str(path), str(folder / "cells.h5ad"), "--out", str(tmp_path / "emb.h5ad"),
-                     "--device", "cpu", check=True)
-    assert f"({N_CELLS}, 16)" in result.stdout, result.stdout + result.stderr
+    # it embeds like any checkpoint (`ssl-st embed` of a streamed checkpoint: tests/test_shard_cli.py)
+    import anndata as ad
+
+    from ssl_st import tl
+
+    cells = ad.read_h5ad(folder / "cells.h5ad")
+    tl.embed(cells, loaded, key="X_stream", device="cpu")
+    assert cells.obsm["X_stream"].shape == (N_CELLS, 16) and np.isfinite(cells.obsm["X_stream"]).all()
