@@ -45,24 +45,33 @@ def _pin(cpus: int) -> None:
 
 
 class PeakPSS:
-    """Samples the summed PSS of this process and its descendants in a background thread."""
+    """Samples the summed PSS of this process (or ``pid``) and its descendants in a background thread."""
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, interval: float = 1.0, pid: int | None = None) -> None:
         import psutil
 
-        self.root, self.interval, self.peak, self.samples, self.cpu_s = psutil.Process(), interval, 0, 0, 0.0
+        self.root, self.interval, self.peak, self.samples, self.cpu_s = psutil.Process(pid), interval, 0, 0, 0.0
+        self.at_peak: list[tuple[int, str]] = []  # (PSS, command line) of each process at the peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _total(self) -> int:
         import psutil
 
-        total = 0
-        for proc in [self.root, *self.root.children(recursive=True)]:
+        total, parts = 0, []
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:  # the watched process has ended
+            return 0
+        for proc in procs:
             try:
-                total += proc.memory_full_info().pss
+                pss = proc.memory_full_info().pss
+                parts.append((pss, " ".join(proc.cmdline())[:90]))
+                total += pss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
+        if total > self.peak:  # which processes made the peak
+            self.at_peak = sorted(parts, reverse=True)
         return total
 
     def _run(self) -> None:

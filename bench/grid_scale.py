@@ -9,7 +9,8 @@ a checkpoint) and one zero-shot cell-type task; ``ssl-st run`` runs it on a fres
 ``--cpus`` CPUs: the data stage checks every shard's checksum, the embed stage streams the shards
 through Ray Data into an embedding artifact, and the cell fits kNN (k=5) on 70 % of the cells and
 scores 15 %. Peak memory is the summed PSS of ``ssl-st run`` and everything it starts (Ray's
-processes included), sampled every second, as in ``bench/embed_scale.py``. The ratio row compares each
+processes included; not the bench's own process, which wrote the shards), sampled every second, as
+in ``bench/embed_scale.py``, with the largest processes at the peak. The ratio row compares each
 size's cells/s and peak memory with the smallest size's, measured in the same invocation.
 """
 
@@ -86,17 +87,21 @@ def run_grid(work: Path, cpus: int) -> dict:
             "--num-cpus", str(cpus)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
     started = time.perf_counter()
-    with PeakPSS() as pss:
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    log = (work / "run.log").open("w+")
+    run = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    with PeakPSS(pid=run.pid) as pss:  # ssl-st run and what it starts; not this process, which wrote the shards
+        returncode = run.wait()
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"ssl-st run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    if returncode != 0:
+        log.seek(0)
+        sys.exit(f"ssl-st run failed:\n{log.read()[-5000:]}")
     table = pd.concat([pq.read_table(f).to_pandas() for f in (work / "results" / "cells").glob("*.parquet")])
     if (table["status"] != "done").any():
         sys.exit(f"the cell failed: {table['error'].iloc[0]}")
     values = dict(zip(table["metric"], table["value"]))
     embedding = next((work / "results" / "artifacts" / "embeddings").iterdir())
     return {"wall_s": wall, "peak_pss": pss.peak, "knn_s": float(table["duration_s"].iloc[0]),
+            "at_peak": [(round(p / 2**20), name) for p, name in pss.at_peak[:6]],
             "macro_f1": values["macro_f1"], "n_cells": values["n_cells"],
             "embedding_mib": sum(f.stat().st_size for f in embedding.rglob("*")) / 2**20}
 
@@ -137,6 +142,9 @@ def main() -> None:
         print(f"{cells:10,d} {run['wall_s']:7.0f} {run['knn_s']:10.0f} {rate:8.0f} {rate / base_rate:6.2f} "
               f"{run['peak_pss'] / gib:13.2f} {run['peak_pss'] / base['peak_pss']:6.2f} {run['macro_f1']:9.3f} "
               f"{cells * N_VOCAB * 4 / gib:10.1f}")
+    for cells, run in runs.items():
+        print(f"{cells:,} cells, the largest processes at the peak (MiB PSS): "
+              + "; ".join(f"{mib} {name}" for mib, name in run.pop("at_peak")))
     print("ratios against the smallest size; run s includes Ray's start, the checksum pass and the kNN cell; "
           f"json: {json.dumps({c: {k: round(v, 3) for k, v in r.items()} for c, r in runs.items()})}")
 

@@ -78,13 +78,16 @@ class CellTypeCell(CellSpec):
         from ..sharded import open_record
         from ..stages import EMBEDDING_DIR
 
-        embedding = read_embedding(inputs.embedding / EMBEDDING_DIR, checksums=False)  # checked by the grid
-        obs = open_record(inputs.data).read_obs([self.config.label_key])
-        if not (obs.index.to_numpy(dtype=object) == embedding.cell_ids).all():
-            raise ValueError(f"{inputs.embedding}: the embedding's cells are not the dataset's; rebuild it "
-                             "(ssl-st run --force)")
-        result = zero_shot_embedded(embedding.values, obs[self.config.label_key].astype(str).to_numpy(), self.config,
-                                    cell.seed, coverage=embedding.manifest.info.get("coverage", {}))
+        # row i of the embedding is row i of the shards (each embedded row keeps its row number)
+        embedding = read_embedding(inputs.embedding / EMBEDDING_DIR, checksums=False, cell_ids=False)
+        source = open_record(inputs.data)
+        if embedding.manifest.n_rows != source.n_rows:
+            raise ValueError(f"{inputs.embedding}: the embedding has {embedding.manifest.n_rows:,} cells and the dataset "
+                             f"{source.n_rows:,}; rebuild it (ssl-st run --force)")
+        # as category codes: a million labels as Python strings would cost more than the embedding
+        y = source.read_obs([self.config.label_key])[self.config.label_key].astype("category").cat.codes.to_numpy()
+        result = zero_shot_embedded(embedding.values, y, self.config, cell.seed,
+                                    coverage=embedding.manifest.info.get("coverage", {}))
         return [(k, v, "metric") for k, v in result.metrics.items()] + [(k, v, "info") for k, v in result.info.items()]
 
 

@@ -352,26 +352,32 @@ def embed_shards(model: ModelRef | str | Path, source: str | Path | Source, out:
 class Embedding:
     """An embedding directory gathered in cell order."""
 
-    cell_ids: np.ndarray  # str, one per cell, in the dataset's order
+    cell_ids: np.ndarray | None  # str, one per cell, in the dataset's order (None: not read)
     values: np.ndarray  # (cells, latent) float32
     manifest: Manifest
 
 
-def read_embedding(path: str | Path, *, checksums: bool = True) -> Embedding:
+def read_embedding(path: str | Path, *, checksums: bool = True, cell_ids: bool = True) -> Embedding:
     """Gather an embedding directory (checked against its manifest) in cell order; every row
-    0..n-1 must be there exactly once."""
+    0..n-1 must be there exactly once. Each shard is written straight into its rows of one array, so
+    what this holds is the embedding and one shard (``cell_ids=False`` skips the ids: a million of
+    them as Python strings are ~70 MB)."""
     path = Path(path)
     manifest = verify(path, checksums=checksums, kind="embedding")
-    tables = [pq.read_table(path / s.name) for s in manifest.shards]
-    if not tables:
-        dim = int(manifest.info.get("latent_dim", 0))
-        return Embedding(np.array([], dtype=object), np.zeros((0, dim), np.float32), manifest)
-    table = pa.concat_tables(tables)
-    rows = table.column("row").to_numpy()
-    order = np.argsort(rows, kind="stable")
-    if not np.array_equal(rows[order], np.arange(manifest.n_rows)):
-        raise ShardError(path, "rows", "are not each cell exactly once", "embed the dataset again")
-    column = table.column("embedding").combine_chunks()
-    values = column.flatten().to_numpy().reshape(len(column), column.type.list_size)[order]
-    ids = np.asarray(table.column("cell_id").to_numpy(zero_copy_only=False), dtype=object)[order]
+    n, dim = manifest.n_rows, int(manifest.info.get("latent_dim", 0))
+    values = np.empty((n, dim), np.float32)
+    ids = np.empty(n, dtype=object) if cell_ids else None
+    seen = np.zeros(n, dtype=bool)
+    for shard in manifest.shards:
+        table = pq.read_table(path / shard.name, columns=["row", "embedding", *(["cell_id"] if cell_ids else [])])
+        rows = table.column("row").to_numpy()
+        if len(rows) and (rows.min() < 0 or rows.max() >= n or seen[rows].any() or len(np.unique(rows)) != len(rows)):
+            raise ShardError(path / shard.name, "rows", "repeat cells or fall outside the dataset", "embed the dataset again")
+        seen[rows] = True
+        column = table.column("embedding").combine_chunks()
+        values[rows] = column.flatten().to_numpy().reshape(len(column), dim)
+        if ids is not None:
+            ids[rows] = table.column("cell_id").to_numpy(zero_copy_only=False)
+    if not seen.all():
+        raise ShardError(path, "rows", f"miss {int((~seen).sum())} of {n} cells", "embed the dataset again")
     return Embedding(ids, values, manifest)
