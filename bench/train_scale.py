@@ -38,21 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-N_VOCAB = 19331
-N_PANEL = 300
-DETECTED = 0.3  # fraction of panel genes detected per cell: ~90 of 300
-
-
-def _pin(cpus: int) -> None:
-    """Run this process (and what it starts) on the first ``cpus`` cores, when the machine has more."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpus:
-        os.sched_setaffinity(0, set(range(cpus)))
-
-
-def vocabulary():
-    from ssl_st.genes import Vocabulary
-
-    return Vocabulary(tuple(f"ENSG{i:011d}" for i in range(N_VOCAB)), tuple(f"G{i}" for i in range(N_VOCAB)))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embed_scale import DETECTED, N_PANEL, N_VOCAB, _pin, vocabulary  # noqa: E402  (the same panel and vocabulary)
 
 
 def build(args: argparse.Namespace, work: Path) -> dict:

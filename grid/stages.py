@@ -13,7 +13,10 @@ if that works, rebuilt otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import DatasetSpec, ModelSpec
@@ -136,7 +139,6 @@ def _train_on_workers(spec: ModelSpec, cells, vocabulary, programs, resources: R
     """Pretrain on ``spec.workers`` Ray Train workers of ``resources`` each, from ``cells`` (a model
     input matrix, or shards to stream: :mod:`ssl_st.shards.stream`); their per-epoch checkpoints (a
     lost worker resumes from the last) live beside the artifact until it is built."""
-    import shutil
 
     from ssl_st.models.distributed import Workers, train_data_parallel
 
@@ -153,9 +155,7 @@ def _train_on_workers(spec: ModelSpec, cells, vocabulary, programs, resources: R
 def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, device: str = "auto",
                 rebuild: bool = False, resources: Resources | None = None) -> Path:
     """Pretrain, initialise or import (checkpoint method) a model into ``<artifact>/model.ckpt``."""
-    import shutil
-
-    from ssl_st.files import CHECKPOINT_NAME, replace_dir, staging_dir
+    from ssl_st.files import CHECKPOINT_NAME
     from ssl_st.models import SSLModel
 
     from .sharded import is_record, model_inputs_of, open_record, vocabulary_of
@@ -164,8 +164,7 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
     if _reusable(artifact, root, rebuild):
         return out
     # Everything, tensorboard logs included, goes into a sibling folder that replaces ``out`` whole.
-    staged = staging_dir(out)
-    try:
+    with _sealed_folder(out) as staged:
         spec: ModelSpec = artifact.source  # type: ignore[assignment]
         if spec.method == "checkpoint":
             model = SSLModel.load(local(spec.checkpoint, f"model '{spec.name}' checkpoint"),
@@ -186,12 +185,23 @@ def build_model(artifact: Artifact, root: Path, inputs: dict[str, Path], *, devi
                     model = training.train(matrix, vocabulary, spec.encoder, programs=programs, seed=spec.seed,
                                            device=device, log_dir=staged / "tensorboard")
         model.save(staged / CHECKPOINT_NAME)  # a file path: written in place inside the staged folder
+    return out
+
+
+@contextlib.contextmanager
+def _sealed_folder(out: Path) -> Iterator[Path]:
+    """A staging folder beside ``out``: filled by the caller, sealed by a manifest and swapped in whole
+    on success, removed otherwise, so ``out`` is the old artifact or the new one, never half of one."""
+    from ssl_st.files import replace_dir, staging_dir
+
+    staged = staging_dir(out)
+    try:
+        yield staged
         write_manifest(staged)
         replace_dir(staged, out)
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
-    return out
 
 
 EMBEDDING_DIR = "embedding"  # inside an embedding artifact: the embedding shards and their own manifest
@@ -202,9 +212,7 @@ def build_embedding(artifact: Artifact, root: Path, inputs: dict[str, Path], *, 
     """A model's embedding of a sharded dataset, streamed through Ray Data (:func:`ssl_st.shards.embed_shards`)
     into ``<artifact>/embedding/``: as many encoder actors of ``resources`` as there are free, up to one
     per shard, at least one."""
-    import shutil
-
-    from ssl_st.files import CHECKPOINT_NAME, replace_dir, staging_dir
+    from ssl_st.files import CHECKPOINT_NAME
     from ssl_st.shards import EmbedOptions, ModelRef, embed_shards
 
     from .sharded import open_record
@@ -219,14 +227,8 @@ def build_embedding(artifact: Artifact, root: Path, inputs: dict[str, Path], *, 
                            resources=tuple(resources.custom.items()),
                            target_sum=settings["target_sum"], min_coverage=settings["min_coverage"],
                            lean_memory=True)  # ~0.3 GiB less per actor for ~30 % of an embedding that kNN dwarfs
-    staged = staging_dir(out)
-    try:
+    with _sealed_folder(out) as staged:
         embed_shards(ModelRef(str(inputs["model"] / CHECKPOINT_NAME)), source, staged / EMBEDDING_DIR, options=options)
-        write_manifest(staged)
-        replace_dir(staged, out)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
     return out
 
 
