@@ -234,8 +234,9 @@ def build_embedding(artifact: Artifact, root: Path, inputs: dict[str, Path], *, 
 
 def _room_for(resources: Resources) -> int:
     """How many encoder actors of ``resources`` the cluster's free resources hold now, keeping one CPU
-    for the pipeline's reads and writes (they ask Ray for none, but run all the same): on 2 cores a
-    second actor bought ~5 % more cells/s for ~0.9 GiB more memory at 1M cells (bench/grid_scale.py)."""
+    for the driver, which writes the embedding (it asks Ray for none, but runs all the same), and for
+    Ray Data's own actors: each encoder actor is a torch and a model (~0.5 GiB); on 2 cores a second
+    one bought ~5 % more cells/s for ~0.9 GiB more memory at 1M cells (bench/grid_scale.py)."""
     import ray
 
     free = dict(ray.available_resources())

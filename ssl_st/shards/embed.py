@@ -1,27 +1,31 @@
 """Zero-shot embedding of a sharded dataset, streamed through Ray Data.
 
-``read_parquet`` (the shards) -> ``map_batches`` over a pool of :class:`Encoder` actors (each loads
-the model once, then turns each batch into model input, :mod:`.inputs`, and encodes it) -> Parquet
-files of ``row``, ``cell_id`` and the ``embedding`` (fixed_size_list<float32>[latent]), with a
-manifest (:mod:`.format`, kind ``embedding``). :func:`read_embedding` gathers them back in cell
-order for the kNN step.
+A dataset of the shard files (one item each: its path and its first row) -> ``map_batches`` over a
+pool of :class:`Encoder` actors (each loads the model once; for each file it reads the file batch by
+batch, turns each batch into model input, :mod:`.inputs`, encodes it and yields ``row``,
+``cell_id`` and the ``embedding``) -> the driver writes Parquet files of them, fixed_size_list
+<float32>[latent], with a manifest (:mod:`.format`, kind ``embedding``). :func:`read_embedding`
+gathers them back in cell order for the kNN step.
 
-Memory is bounded by the batch and shard sizes, never by the number of cells: a read task holds one
-shard, an actor one batch, and Ray Data's backpressure caps what waits between them.
+Why the actors read and the driver writes, rather than ``read_parquet`` and ``write_parquet``: those
+run as processes of their own, and on a million cells (bench/grid_scale.py, 2 CPUs) a read task
+held a whole shard (~0.65 GiB of PSS) and a write task ~0.4 GiB beside the encoder: the peak of the
+whole grid cell. An actor reading its file in batches holds one batch more than it did; the driver
+holds one block of 64 floats a cell. It is also the bare loop's work, so the pool keeps up with it.
+
+Memory is bounded by the batch size, never by the number of cells or the shard size.
 
 Resources. Each actor asks for ``cpus_per_actor`` CPUs (its torch threads) and ``gpus_per_actor``
-GPUs (then it runs on CUDA). Reads and writes ask for no CPU: they are I/O, and a read that waited
-for a core held by an encoder would wait forever (on 2 CPUs, two encoders hold both). They still
-use some CPU: on a 2-core machine one actor with one thread was faster than one with two
-(bench/embed_scale.py), whose threads waited on each other whenever a read took a core. Ray Data's
-newer Parquet path (``use_datasource_v2``, ray >= 2.5x) starts a file-listing task that asks for one
-CPU and cannot be told otherwise; with every CPU held by the pool it never runs, so the pipeline
-uses the classic Parquet reader, which lists files on the driver.
+GPUs (then it runs on CUDA). Nothing else in the pipeline asks for a CPU. On a 2-core machine one
+actor with one thread was faster than one with two (bench/embed_scale.py), whose threads waited on
+each other whenever the driver wrote.
 
-Ordering. Ray Data delivers batches in no fixed order. Cell shards carry each cell's ``row``, so
-workers write the output directly (``write_parquet``). A Merlin store carries no cell ids: its
-pipeline keeps order (``preserve_order``) and the driver numbers the rows as they arrive and writes
-them (the embedding is 64 floats a cell, light next to the 19,331 it is computed from).
+Ordering. Ray Data delivers outputs in no fixed order; every output row carries its cell's ``row``
+(a cell shard stores it; a Merlin file's rows are numbered from the file's first row, known from the
+footers), so the driver writes them as they come, and a Merlin row's id is the store's.
+
+On a cluster the shard files must be readable by every node (a shared or object-store path); the
+embedding travels back through the object store to the driver, which writes it to its own disk.
 """
 
 from __future__ import annotations
@@ -104,7 +108,6 @@ class EmbedOptions:
     gpus_per_actor: float = 0.0
     resources: tuple[tuple[str, float], ...] = ()  # Ray custom resources per actor
     batch_size: int | None = None  # default: DEFAULT_BATCH for the layout
-    read_concurrency: int | None = None  # read tasks at once (default: actors); each holds one shard
     target_sum: float = 1e4
     min_coverage: float = 0.0
     progress: bool = False  # Ray Data's progress bars
@@ -155,22 +158,36 @@ def _return_freed_memory() -> None:
 
 
 class Encoder:
-    """A Ray Data actor: the model loaded once; each call embeds one batch of rows."""
+    """A Ray Data actor: the model loaded once; each call embeds the files of one batch of items."""
 
-    def __init__(self, model: ModelRef, plan: InputPlan, device: str, threads: int, lean_memory: bool = False) -> None:
+    def __init__(self, model: ModelRef, plan: InputPlan, device: str, threads: int, batch_size: int,
+                 lean_memory: bool = False) -> None:
         from ..threads import limit_threads
 
         if lean_memory:
             _return_freed_memory()
         limit_threads(threads)  # what the actor was given, not every core of the node
-        self.model, self.plan, self.device = model.load(), plan, device
+        self.model, self.plan, self.device, self.batch_size = model.load(), plan, device, batch_size
+        self.columns = ["X"] if plan.dense else ["row", "cell_id", "indices", "counts"]
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
+        for file, first_row in zip(items.column("file").to_pylist(), items.column("first_row").to_pylist()):
+            # buffer_size: stream each column chunk instead of reading it whole (a dense Merlin
+            # row group can be hundreds of MB)
+            with pq.ParquetFile(file, buffer_size=1 << 22) as parquet:
+                row = first_row
+                for batch in parquet.iter_batches(batch_size=self.batch_size, columns=self.columns):
+                    yield self.embed(pa.Table.from_batches([batch]), row)
+                    row += batch.num_rows
+
+    def embed(self, batch: pa.Table, first_row: int) -> pa.Table:
         inputs = batch_inputs(self.plan, batch)
         embedding = self.model.embed(inputs, batch_size=max(inputs.shape[0], 1), device=self.device)
-        columns = {"embedding": _embedding_column(embedding)}
-        if "row" in batch.column_names:  # cell shards; a Merlin batch is numbered by the driver
-            columns = {"row": batch.column("row"), "cell_id": batch.column("cell_id"), **columns}
+        if "row" in batch.column_names:  # cell shards store their rows and ids
+            rows, ids = batch.column("row"), batch.column("cell_id")
+        else:  # a Merlin part: numbered from its first row; the driver adds the store's ids
+            rows, ids = pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)), None
+        columns = {"row": rows, **({"cell_id": ids} if ids is not None else {}), "embedding": _embedding_column(embedding)}
         return pa.table(columns)
 
 
@@ -184,32 +201,22 @@ class _NoCpuWarning:
 
 
 @contextlib.contextmanager
-def _data_context(*, preserve_order: bool, progress: bool) -> Iterator[Any]:
+def _data_context(*, progress: bool) -> Iterator[Any]:
     """Ray Data settings for this pipeline only: the process-wide context is restored afterwards."""
-    import ray.data
-
     import logging
+
+    import ray.data
 
     ctx = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data.dataset")
     logger.addFilter(_NoCpuWarning)
-    saved = {
-        "enable_progress_bars": ctx.enable_progress_bars,
-        "preserve_order": ctx.execution_options.preserve_order,
-        "use_datasource_v2": getattr(ctx, "use_datasource_v2", None),
-    }
+    saved = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
-    ctx.execution_options.preserve_order = preserve_order
-    if saved["use_datasource_v2"] is not None:
-        ctx.use_datasource_v2 = False  # see the module doc: its listing task would wait for a CPU forever
     try:
         yield ctx
     finally:
         logger.removeFilter(_NoCpuWarning)
-        ctx.enable_progress_bars = saved["enable_progress_bars"]
-        ctx.execution_options.preserve_order = saved["preserve_order"]
-        if saved["use_datasource_v2"] is not None:
-            ctx.use_datasource_v2 = saved["use_datasource_v2"]
+        ctx.enable_progress_bars = saved
 
 
 @dataclass(frozen=True)
@@ -222,20 +229,21 @@ class EmbedResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_ordered(batches: Iterator[pa.Table], staged: Path, source: Source) -> None:
-    """The driver's writer for a pipeline that keeps order: number rows as they come, roll files."""
-    row, part, writer = 0, 0, None
+def _write_parts(batches: Iterator[pa.Table], staged: Path, source: Source) -> None:
+    """The driver's writer: batches as they come (any order), files of ``OUTPUT_ROWS_PER_FILE``
+    rows; a Merlin batch gets the store's cell ids for its rows."""
+    written, part, writer = 0, 0, None
     try:
         for batch in batches:
-            n = batch.num_rows
-            rows = np.arange(row, row + n, dtype=np.int64)
-            table = pa.table({"row": rows, "cell_id": pa.array(source.merlin.cell_ids(rows), pa.string()),
-                              "embedding": batch.column("embedding")})
+            if "cell_id" not in batch.column_names:
+                ids = source.merlin.cell_ids(batch.column("row").to_numpy())
+                batch = pa.table({"row": batch.column("row"), "cell_id": pa.array(ids, pa.string()),
+                                  "embedding": batch.column("embedding")})
             if writer is None:
-                writer = pq.ParquetWriter(staged / f"{PART_PREFIX}{part:05d}.parquet", table.schema)
-            writer.write_table(table)
-            row += n
-            if row >= (part + 1) * OUTPUT_ROWS_PER_FILE:
+                writer = pq.ParquetWriter(staged / f"{PART_PREFIX}{part:05d}.parquet", batch.schema)
+            writer.write_table(batch)
+            written += batch.num_rows
+            if written >= (part + 1) * OUTPUT_ROWS_PER_FILE:
                 writer.close()
                 writer, part = None, part + 1
     finally:
@@ -255,37 +263,26 @@ def _checkpoint_error(exc: Exception) -> Exception | None:
 
 
 def _run(ray: Any, source: Source, ref: ModelRef, plan: InputPlan, options: EmbedOptions, staged: Path) -> None:
-    """The Ray Data pipeline: shards in, embedding files into ``staged``."""
+    """The Ray Data pipeline: shard files in, embedding files into ``staged``."""
     batch_size = options.batch_size or DEFAULT_BATCH["dense" if source.dense else "sparse"]
+    first_rows = np.cumsum([0] + [pq.read_metadata(f).num_rows for f in source.files])[:-1]
+    items = [{"file": str(f), "first_row": int(r)} for f, r in zip(source.files, first_rows)]
     try:
-        columns = ["X"] if source.dense else ["row", "cell_id", "indices", "counts"]
-        with _data_context(preserve_order=source.dense, progress=options.progress):
-            # One block per file: split finer, blocks come in under a batch's size and the
-            # actors are handed scraps (batches of ~700 rows instead of 8,192).
-            ds = ray.data.read_parquet(
-                [str(f) for f in source.files], columns=columns, num_cpus=0,
-                concurrency=options.read_concurrency or options.max_actors or options.actors,
-                override_num_blocks=len(source.files),
-            )
+        with _data_context(progress=options.progress):
+            # One file per block and per call: an actor streams its file through in batches.
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
                 Encoder,
                 fn_constructor_kwargs={"model": ref, "plan": plan, "device": options.device, "threads": options.threads,
-                                       "lean_memory": options.lean_memory},
+                                       "batch_size": batch_size, "lean_memory": options.lean_memory},
                 compute=ray.data.ActorPoolStrategy(min_size=options.actors, max_size=options.max_actors or options.actors),
                 num_cpus=options.cpus_per_actor,
                 num_gpus=options.gpus_per_actor,
                 resources=dict(options.resources) or None,
-                batch_size=batch_size,
+                batch_size=1,
                 batch_format="pyarrow",
             )
-            if source.dense:
-                _write_ordered(ds.iter_batches(batch_size=None, batch_format="pyarrow"), staged, source)
-            else:
-                # A file per output block (a batch: 8,192 cells, ~2 MB): waiting to fill larger
-                # files only delays the last write past the last batch.
-                # local://: the write tasks run on this node, whose disk holds ``staged`` (other
-                # nodes of a cluster would write their parts to their own disks)
-                ds.write_parquet(f"local://{staged}", ray_remote_args={"num_cpus": 0})
+            _write_parts(ds.iter_batches(batch_size=None, batch_format="pyarrow"), staged, source)
     except ray.exceptions.RayActorError as exc:
         cause = _checkpoint_error(exc)
         if cause is None:
