@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -215,13 +214,10 @@ def test_aggregate_neighbors_at_100k_cells():
     graph = sp.csr_matrix((np.ones(6 * n), (np.repeat(np.arange(n), 6), neighbours[:, 1:].ravel())), shape=(n, n))
     graph = graph.maximum(graph.T)
     x = rng.normal(size=(n, 16)).astype(np.float32)
-    start = time.perf_counter()
-    out = aggregate_neighbors(x, graph, n_layers=4)
-    elapsed = time.perf_counter() - start
+    out = aggregate_neighbors(x, graph, n_layers=4)  # its time at up to 1M cells: bench/metrics_scale.py
     assert out.shape == (n, 16 * 5)
     sizes = [int(np.diff(r.indptr)[side * (side // 2) + side // 2]) for r in rings(graph, 4)]
     assert sizes[0] >= 6 and sizes == sorted(sizes)  # rings widen outwards in the interior
-    assert elapsed < 30, elapsed  # ~1 s measured; generous for a shared machine
 
 
 def _banded(seed: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
