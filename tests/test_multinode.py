@@ -2,7 +2,8 @@
 whose head is the shared test instance; each test adds worker nodes and removes them when done.
 
 Cells are real (PCA baselines on small generated sections); a thin remote wrapper around the grid's
-own cell task records where and when each attempt ran."""
+own cell task records where and when each attempt ran. A Ray Train run over two nodes that survives
+losing one: ``tests/test_shard_cli.py`` (``ssl-st pretrain --workers 2``, one worker per node)."""
 
 from __future__ import annotations
 
@@ -163,58 +164,3 @@ def test_a_joined_cluster_runs_the_drivers_code_not_what_its_nodes_have_installe
         # unpacked from the job's runtime_env, not imported from the install on the node
         assert "runtime_resources" in file and f"/{name}/__init__.py" in file, file
         assert not file.startswith(str(REPO))
-
-
-def _registered_checkpoint(storage: Path) -> bool:
-    """Whether Ray Train's controller has registered a checkpoint of the run (it polls the workers
-    for their reports, then writes its snapshot): a node lost before that restarts from scratch.
-    Waiting for the snapshot, not for the workers' ``loop.pt`` plus a fixed pause, removes the node
-    right after the first registered epoch, so a short run still has most of its epochs ahead."""
-    import json
-
-    for snapshot in storage.rglob("checkpoint_manager_snapshot.json"):
-        try:
-            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
-                return True
-        except (OSError, ValueError):  # being written
-            pass
-    return False
-
-
-def test_a_training_run_over_two_nodes_survives_losing_one(tmp_path, ray_cluster):
-    """Two Ray Train workers, one per node (each node has one 'trainer' slot); one node is removed
-    after the first checkpoint and a replacement joins: the group restarts from that checkpoint and
-    finishes every epoch. (That a resumed run ends with the uninterrupted weights is
-    tests/test_distributed_training.py's.)"""
-    from ssl_st import datasets
-    from ssl_st.genes import Vocabulary
-    from ssl_st.models import Architecture, RandomMaskConfig
-    from ssl_st.models.distributed import Workers, train_data_parallel
-    from ssl_st.pp import model_input
-
-    atlas = datasets.generate("atlas", n_cells=300)
-    vocabulary = Vocabulary.from_var(atlas.var)
-    inputs, _ = model_input(atlas, vocabulary)
-    plan, arch = RandomMaskConfig(epochs=12, batch_size=32), Architecture(units=(32, 16))
-    workers = Workers(count=2, cpus=1, max_failures=2, resources=(("trainer", 1.0),))
-    nodes = [ray_cluster.add_node(num_cpus=1, resources={"trainer": 1}, object_store_memory=SMALL) for _ in range(2)]
-    ray_cluster.wait_for_nodes()
-    try:
-        result: dict = {}
-        run = threading.Thread(target=lambda: result.update(model=train_data_parallel(
-            plan, inputs, vocabulary, arch, workers=workers, seed=5, storage=tmp_path)))
-        run.start()
-        deadline = time.monotonic() + 120
-        while not _registered_checkpoint(tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _registered_checkpoint(tmp_path), "no checkpoint registered before the deadline"
-        ray_cluster.remove_node(nodes.pop())
-        nodes.append(ray_cluster.add_node(num_cpus=1, resources={"trainer": 1}, object_store_memory=SMALL))
-        run.join(timeout=240)
-        assert not run.is_alive() and "model" in result, "the run did not finish after losing a node"
-        training = result["model"].training
-        assert training["resumed"], "the finishing attempt did not start from a checkpoint"
-        assert training["workers"] == 2 and len(training["val_loss"]) == plan.epochs
-    finally:
-        for node in nodes:
-            ray_cluster.remove_node(node)

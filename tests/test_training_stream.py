@@ -2,10 +2,10 @@
 
 Without Ray: the sampler (files in a seeded order per epoch, then a shuffle buffer) gives every
 training cell exactly once per epoch, in another order every epoch, as the same model input the
-in-memory path builds. With the shared 2-CPU test Ray: two Ray Train workers train Random Mask from
-a shard directory through ``get_dataset_shard``; one dies in epoch 3 and the run resumes from the
-epoch-2 checkpoint, re-reading the epoch in its seeded file order; the validation loss falls and the
-checkpoint loads and embeds."""
+in-memory path builds. On Ray (two Ray Train workers streaming a shard directory through
+``get_dataset_shard``, one lost mid-run: the run resumes from the last checkpoint, re-reading every epoch
+in its seeded file order, the validation loss falls and the checkpoint embeds), through the CLI:
+``tests/test_shard_cli.py::test_pretrain_on_two_workers_over_two_nodes_from_shards_survives_losing_one_then_embed_the_shards``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import scipy.sparse as sp
 
 from ssl_st import datasets
 from ssl_st.genes import Vocabulary
-from ssl_st.models import Architecture, SSLModel
 from ssl_st.shards import open_source, shard_anndata
 from ssl_st.shards.inputs import plan_inputs, read_inputs
 from ssl_st.shards.stream import (
@@ -31,7 +30,6 @@ from ssl_st.shards.stream import (
     read_validation,
 )
 
-from .test_distributed_training import CrashOnce
 
 N_CELLS, ROWS_PER_SHARD, SEED = 400, 50, 3
 
@@ -87,41 +85,3 @@ def test_shuffle_buffer_mixes_blocks_and_drops_only_the_last_short_batch():
     assert len(set(ids.tolist())) == 48
     with pytest.raises(ValueError, match="shuffle_buffer"):
         StreamOptions(shuffle_buffer=0)
-
-
-def _is_subsequence(part: list[int], whole: list[int]) -> bool:
-    it = iter(whole)
-    return all(x in it for x in part)
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_two_workers_stream_shards_resume_and_embed(shards, tmp_path, ray_address):
-    from ssl_st.models.distributed import Workers, train_data_parallel
-
-    folder, vocabulary = shards
-    marker = tmp_path / "crashed"
-    plan = CrashOnce(epochs=3, batch_size=64, marker=str(marker), rank=1)
-    model = train_data_parallel(plan, open_source(folder / "shards"), vocabulary, Architecture(units=(32, 16)),
-                                workers=Workers(count=2, max_failures=1), seed=SEED, storage=tmp_path / "run",
-                                stream=StreamOptions(shuffle_buffer=64))
-    training = model.training
-    assert marker.exists() and training["resumed"], "the worker did not die and resume from the checkpoint"
-    assert training["stream"]["train_cells"] == 360 and training["stream"]["validation_cells"] == 40
-    assert training["steps"] == 3 * 6  # 180 cells a worker, batches of 32
-    assert training["val_loss"][-1] < training["val_loss"][0]
-    orders = training["shard_order"]
-    assert orders == [epoch_order(SEED, e, 8).tolist() for e in range(3)] and len({tuple(o) for o in orders}) == 3
-    for seen, order in zip(training["shards_seen"], orders):  # worker 0's files, in the epoch's order
-        assert seen and _is_subsequence(seen, order), (seen, order)
-    path = model.save(tmp_path / "stream.ckpt")
-    loaded = SSLModel.load(path)
-    assert loaded.training["stream"]["data"] == "stream"
-    # it embeds like any checkpoint (`ssl-st embed` of a streamed checkpoint: tests/test_shard_cli.py)
-    import anndata as ad
-
-    from ssl_st import tl
-
-    cells = ad.read_h5ad(folder / "cells.h5ad")
-    tl.embed(cells, loaded, key="X_stream", device="cpu")
-    assert cells.obsm["X_stream"].shape == (N_CELLS, 16) and np.isfinite(cells.obsm["X_stream"]).all()

@@ -271,8 +271,14 @@ def _clock_class() -> Any:
 
 
 def epoch_clock() -> Any:
-    """A new epoch clock actor (no CPU); pass it to :func:`shard_dataset` and the workers."""
-    return _clock_class().remote()
+    """A new epoch clock actor (no CPU) on this process's node; pass it to :func:`shard_dataset` and
+    the workers. Placed where Ray likes, it could land on a worker node, and losing that node would
+    lose the clock and end a run that should resume; on the driver's node it lives as long as the run."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return _clock_class().options(scheduling_strategy=here).remote()
 
 
 @functools.cache
