@@ -204,11 +204,13 @@ def hold(results: str | Path | Location, command: str = "") -> RunLock | RemoteL
         previous.release()
     taken = _HELD[key] = acquire_remote(results, command) if remote else acquire(results, command)
     if len(_HELD) == 1:
-        atexit.register(_release_all)
+        atexit.register(release_held)
     return taken
 
 
-def _release_all() -> None:
+def release_held() -> None:
+    """Release every lock :func:`hold` keeps for this process: at its exit, or after a command run
+    in-process (the tests' ``run_cli_here``)."""
     while _HELD:
         _HELD.popitem()[1].release()
 

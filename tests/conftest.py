@@ -15,6 +15,11 @@ import pytest
 # Ray Train's controller takes one report per poll, every 2 s by default: a test's short epochs would
 # each wait for it. Set before the test cluster starts, so that every Ray process inherits it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# Fewer process starts (each imports torch or pyarrow: seconds on 2 cores): no preemption-watcher actor
+# per Ray Train worker group (the tests drain no node), and idle workers kept 10 s instead of 1 s, so
+# that a streamed epoch's read tasks reuse the previous epoch's processes.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
 
 from ssl_st.threads import limit_threads
 
@@ -95,6 +100,47 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"ssl-st {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What :func:`run_cli_here` returns: the fields of a CompletedProcess that tests read."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli_here(*args: str | Path, check: bool = False) -> CliResult:
+    """Run ``ssl-st`` in this process (Typer's test runner): the same app, output and exit codes as
+    :func:`run_cli`, without a new interpreter. ``ssl-st run`` here finds Ray connected (the shared
+    instance: ask for ``ray_address``) and keeps that connection, so its tasks run on this process's
+    job, whose workers earlier tests started and imported the science in; a run in a fresh
+    interpreter is a new job, which starts workers of its own. Keep :func:`run_cli` where the
+    separate process is the point (killed, locked out, its exit status, the shipped code)."""
+    from typer.testing import CliRunner
+
+    from grid import lock
+    from grid.cli import app
+
+    args = tuple(map(str, args))
+    if args[:1] == ("run",):
+        import ray
+
+        assert ray.is_initialized(), "run_cli_here('run', ...) joins the shared Ray: ask for the ray_address fixture"
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        # `ssl-st run` holds its results until the interpreter exits (grid.lock.hold): here that is
+        # pytest's, so release at once, as the end of a CLI process would
+        lock.release_held()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    done = CliResult(args, result.exit_code, result.stdout, result.stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(f"ssl-st {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ssl_st.genes import Vocabulary
 from ssl_st.models import SSLModel, checkpoints
 from ssl_st.models.architecture import Architecture
 
-from .conftest import run_cli, tiny_config
+from .conftest import run_cli, run_cli_here, tiny_config
 
 
 def _vocabulary(n: int, tag: str) -> Vocabulary:
@@ -84,7 +84,7 @@ def test_truncated_artifacts_are_shown_broken_and_rebuilt(tmp_path):
     _build_all(plan, results)
     assert all(a.is_built(results) for a in artifacts.values())
     assert len(SSLModel.load(model.path(results)).vocabulary) > 1000
-    assert "5/5 built" in run_cli("plan", str(config), "--results", str(results), check=True).stdout
+    assert "5/5 built" in run_cli_here("plan", config, "--results", results, check=True).stdout
 
 
 def test_artifacts_without_a_manifest_are_adopted_if_whole_and_rebuilt_if_not(tmp_path):
@@ -117,7 +117,8 @@ def test_run_rebuilds_a_truncated_model_instead_of_failing_its_cells(tmp_path, r
     users = [c for c in plan.cells if c.trained_model == model.key]
     for cell in users:  # these cells have to run again, on the damaged model
         os.unlink(store.path(cell.cell_id))
-    again = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    # `ssl-st run` in this process: what it finds on disk is the point, not the process
+    again = run_cli_here("run", config, "--results", results, "--address", ray_address)
     assert again.returncode == 0, again.stderr
     assert f"running {len(users)} of" in again.stderr
     assert set(store.statuses().values()) == {"done"}

@@ -11,7 +11,7 @@ from grid.plan import expand
 from grid.schema import ConfigError
 from grid.store import ResultStore
 
-from .conftest import run_cli, tiny_config
+from .conftest import run_cli_here, tiny_config
 
 CLUSTERING_TASKS = """\
   - name: domains
@@ -29,7 +29,7 @@ CLUSTERING_TASKS = """\
     n_domains: 6
     objectives: [label-free, oracle]
     tuning:
-      num_samples: 2
+      num_samples: 1  # a search of several trials, and its resume, is tests/test_cluster_tune.py's
       space:
         pca_components: {low: 4, high: 24, integer: true}
 """
@@ -93,12 +93,19 @@ def test_bad_clustering_tasks_are_rejected_with_their_place(tmp_path, tasks, mes
 @pytest.mark.ray
 def test_clustering_and_tuning_run_in_the_grid(tmp_path, ray_address):
     config = clustering_config(tmp_path)
+    # the cell-type task cut to its PCA cells on merscope (2 cells, not 12, and no xenium or random-init
+    # to build): what this test checks are the clustering tasks, beside a cell-type task
+    config.write_text(config.read_text().replace("modes: [zero-shot, pca]", "modes: [pca]\n    datasets: [merscope]", 1))
     results = tmp_path / "results"
-    done = run_cli("run", str(config), "--results", str(results), "--address", ray_address, timeout=600)
+    # `ssl-st run` in this process, on workers earlier tests started: the run in a fresh interpreter,
+    # a job of its own with the shipped code, Tune inside its tasks, is tests/test_object_store.py's
+    done = run_cli_here("run", config, "--results", results, "--address", ray_address)
     assert done.returncode == 0, done.stdout + done.stderr
     table = ResultStore(results).table().to_pandas()
     assert (table["status"] == "done").all()
+    assert set(table["task"]) == {"cell-type", "domains", "tuned"}
     clustered = table[table["task"] == "domains"]
+    assert clustered["cell_id"].nunique() == 2 * 2 * 2  # methods x inputs x seeds
     assert set(clustered[clustered["kind"] == "metric"]["metric"]) == {
         "ari", "nmi", "homogeneity", "completeness", "chaos", "pas", "asw"
     }
@@ -128,10 +135,12 @@ def test_clustering_and_tuning_run_in_the_grid(tmp_path, ray_address):
     for cell_id in tuned_ids:
         assert any((results / "work" / cell_id).glob("*/result.json"))  # Tune's trials live with the cell
         ResultStore(results).path(cell_id).unlink()
-    again = run_cli("run", str(config), "--results", str(results), "--address", ray_address, timeout=600)
+    again = run_cli_here("run", config, "--results", results, "--address", ray_address)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert f"running {len(tuned_ids)} of" in again.stderr
     table = ResultStore(results).table().to_pandas()
     redone = table[table["cell_id"].isin(tuned_ids)]
     assert (redone[redone["metric"] == "tune_resumed"]["value"] == 1).all()
+    assert len(redone[redone["metric"] == "tune_resumed"]) == len(tuned_ids)
     after = redone[redone["metric"].isin(["tuned_pca_components", "tune_score"])].sort_values(["cell_id", "metric"])
     assert after["value"].tolist() == before["value"].tolist()

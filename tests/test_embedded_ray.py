@@ -89,11 +89,18 @@ def test_a_cell_killed_by_rays_memory_monitor_is_retried_as_configured_then_a_ro
 
 
 EMBEDDED = """
-import time, ray
+import os, sys, time, ray
 from grid import ray_exec
 ray_exec.connect(num_cpus=1)
-ref = ray.remote(lambda: time.sleep(600)).remote()  # a busy worker, as in a run
-time.sleep(3)
+
+@ray.remote
+def busy(path):  # a busy worker, as in a run
+    open(path, "w").close()
+    time.sleep(600)
+
+ref = busy.remote(sys.argv[1])
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
 print("ready", flush=True)
 time.sleep(600)
 """
@@ -103,17 +110,24 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(tmp_path):
     # Before: Ray's dashboard and runtime-env agents outlived a kill -9 of `ssl-st run` for a minute
     # or more (they report their raylet's death to the GCS that died with it, with a 60 s timeout).
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True, env=env)
+    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED, str(tmp_path / "busy")], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=env)
+    wanted = {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
     try:
-        assert driver.stdout.readline().strip() == "ready"
-        ray_procs = [p for p in psutil.Process(driver.pid).children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
-        names = {p.name() for p in ray_procs}
-        assert {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+        assert driver.stdout.readline().strip() == "ready"  # its worker runs a task
+        deadline = time.monotonic() + 30
+        while True:  # the agents come up beside the raylet, maybe after the worker
+            ray_procs = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                         if "reaper" not in " ".join(p.cmdline())]
+            names = {p.name() for p in ray_procs}
+            if wanted <= names or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert wanted <= names, names
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     deadline = time.monotonic() + 30
     while (alive := [p for p in ray_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert not alive, f"still running 30 s after the driver died: {[p.name() for p in alive]}"

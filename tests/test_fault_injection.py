@@ -22,7 +22,7 @@ from grid.config import load_config
 from grid.plan import expand
 from grid.store import ResultStore
 
-from .conftest import REPO, run_cli, tiny_config
+from .conftest import REPO, run_cli_here
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -48,11 +48,11 @@ def _kill_when(config: Path, results: Path, address: str, ready) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the run ended (exit {proc.returncode}) before it could be killed"
 
 
-def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address):
-    config = tiny_config(tmp_path, epochs=3)
-    whole = tmp_path / "uninterrupted"
-    run_cli("run", str(config), "--results", str(whole), "--address", ray_address, check=True)
-    expected = _values(whole)
+def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address, tiny_run):
+    # the uninterrupted run to compare with is the session's (conftest.tiny_run: the same grid, run
+    # once by `ssl-st run` on a fresh results directory); the killed runs use its config
+    config = tiny_run.config
+    expected = _values(tiny_run.results)
 
     results = tmp_path / "killed"
     store = ResultStore(results)
@@ -70,7 +70,9 @@ def test_killed_runs_resume_to_the_same_store(tmp_path, ray_address):
     recorded = {p.name: p.stat().st_mtime_ns for p in store.files()}
     total = len(expand(load_config(config)).cells)
     assert 0 < len(recorded) < total, "the kill should land mid-run"
-    resumed = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    # the resume is `ssl-st run` in this process: what matters is what it finds on disk, and the
+    # killed drivers above were separate processes
+    resumed = run_cli_here("run", config, "--results", results, "--address", ray_address, check=True)
 
     # only the missing cells ran: the recorded ones were neither recomputed nor rewritten
     assert f"running {total - len(recorded)} of {total}" in resumed.stderr

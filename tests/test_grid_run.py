@@ -12,7 +12,7 @@ from grid.config import load_config
 from grid.plan import expand
 from grid.store import ResultStore
 
-from .conftest import run_cli, tiny_config
+from .conftest import run_cli, run_cli_here, tiny_config
 
 pytestmark = pytest.mark.ray
 
@@ -57,7 +57,7 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
-def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
+def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address, tiny_run):
     broken = tmp_path / "broken.h5ad"
     adata = ad.AnnData(
         X=__import__("numpy").ones((40, 5), dtype="float32"),
@@ -67,9 +67,18 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
     # its genes are not in the models' vocabulary: it plans (labels exist) and fails at run time
     extra = f"  - {{name: broken, source: h5ad, path: {broken}}}\n"
     config = tiny_config(tmp_path, extra_datasets=extra)
-    results = tmp_path / "results"
+    plan = expand(load_config(config))
+    # the tiny grid as the session ran it (conftest.tiny_run: its models trained, its cells recorded),
+    # less its xenium cells of seed 1: this run computes those beside the broken ones, and must finish them
+    results = tiny_run.copy_results(tmp_path / "results")
+    store = ResultStore(results)
+    assert set(store.statuses()) < {c.cell_id for c in plan.cells}  # adding a dataset kept the others' ids
+    good = [c for c in plan.cells if c.dataset == "xenium" and c.seed == 1]
+    for cell in good:
+        store.path(cell.cell_id).unlink()
     run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
     assert run.returncode == 1, run.stderr
+    assert f"running {3 * 2 + len(good)} of {len(plan.cells)} cells" in run.stderr
     table = ResultStore(results).table().to_pandas()
     failed = table[table["status"] == "failed"]
     assert set(failed["dataset"]) == {"broken"}
@@ -77,20 +86,22 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address):
     assert failed["error"].str.contains("map onto").all()
     assert failed["metric"].isna().all()
     assert (table[table["dataset"] != "broken"]["status"] == "done").all()
+    assert {c.cell_id for c in good} <= set(table[table["status"] == "done"]["cell_id"])  # computed in this run
 
     status = run_cli("status", str(config), "--results", str(results))
     assert status.returncode == 1
     assert "failed: 6" in status.stdout and "map onto" in status.stdout
 
-    again = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    # the reruns in this process (their messages are checked, not their process)
+    again = run_cli_here("run", config, "--results", results, "--address", ray_address)
     assert "nothing to run" in again.stderr and "--retry-failed" in again.stderr
-    retried = run_cli("run", str(config), "--results", str(results), "--address", ray_address, "--retry-failed")
+    retried = run_cli_here("run", config, "--results", results, "--address", ray_address, "--retry-failed")
     assert "running 6 of" in retried.stderr
 
 
 # kill -9 then resume (only the missing cells run, the recorded ones keep their files): merged into
 # tests/test_fault_injection.py::test_killed_runs_resume_to_the_same_store, which kills the same
-# grid (epochs 3) after its first cell and resumes it; one grid run fewer in the suite.
+# grid (conftest.tiny_run's) after its first cell and resumes it; one grid run fewer in the suite.
 
 
 ZOO_CONFIG = """\
@@ -129,7 +140,7 @@ def test_every_method_and_mode_runs_in_the_grid(tmp_path, ray_address):
     config = tmp_path / "zoo.yaml"
     config.write_text(ZOO_CONFIG.format(checkpoint=tmp_path / "RandomMask.ckpt"))
     results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    run_cli_here("run", config, "--results", results, "--address", ray_address, check=True)
     table = ResultStore(results).table().to_pandas()
     assert (table["status"] == "done").all()
     cells = table.groupby(["mode", "model"], dropna=False).size()
@@ -150,8 +161,8 @@ def test_mouse_through_orthologs_and_coverage_floor(tmp_path, ray_address):
     text = config.read_text().replace("modes: [zero-shot, pca]", "modes: [pca]\n    datasets: [mouse, mouse-as-human, merscope]")
     config.write_text(text.replace("pca_components: 16", "pca_components: 16\n    min_coverage: 0.99"))
     results = tmp_path / "results"
-    run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
-    assert run.returncode == 1
+    run = run_cli_here("run", config, "--results", results, "--address", ray_address)
+    assert run.returncode == 1, run.stderr
     table = ResultStore(results).table().to_pandas()
     by_dataset = table.groupby("dataset")
     # mouse genes reach the human vocabulary through orthologs
@@ -171,7 +182,7 @@ def test_an_imputed_panel_is_a_dataset_like_any_other(tmp_path, ray_address):
     config = tiny_config(tmp_path, extra_datasets=extra)
     config.write_text(config.read_text().replace("modes: [zero-shot, pca]", "modes: [pca]\n    datasets: [xenium-spage]"))
     results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    run_cli_here("run", config, "--results", results, "--address", ray_address, check=True)
     table = ResultStore(results).table().to_pandas()
     assert (table["status"] == "done").all() and set(table["dataset"]) == {"xenium-spage"}
     r = table[table["metric"] == "imputation_holdout_r"]["value"]

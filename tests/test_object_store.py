@@ -23,7 +23,7 @@ from grid.plan import expand
 from grid.remote import Location, LocationError, parse, remote_state
 from grid.store import ObjectResultStore
 
-from .conftest import REPO, run_cli, tiny_config
+from .conftest import REPO, run_cli, run_cli_here, tiny_config
 
 BUCKET = "ssl-st-test"
 
@@ -260,24 +260,28 @@ def test_a_grid_on_object_storage_runs_reads_back_and_resumes(tmp_path, ray_addr
     assert not list(Path(env["SSL_ST_CACHE"]).glob("s3*")) and not (REPO / "s3:").exists()
     assert list((tmp_path / "cache" / "results" / "artifacts" / "data").glob("merscope-*.h5ad"))
 
-    status = _ssl_st(env, "status", str(config), "--results", uri, timeout=60)
+    # the reading commands and the resume run in this process (its environment is the driver's now,
+    # its working directory the cache, as for the commands above): the run above was the separate one
+    monkeypatch.chdir(env["SSL_ST_CACHE"])
+    status = run_cli_here("status", config, "--results", uri)
     assert status.returncode == 0, status.stderr
     assert "done: 3  failed: 0  pending: 0" in status.stdout
     sql = "SELECT task, count(DISTINCT cell_id) AS n FROM results GROUP BY task ORDER BY task"
-    query = _ssl_st(env, "query", sql, "--results", uri, "--format", "csv", timeout=60)
+    query = run_cli_here("query", sql, "--results", uri, "--format", "csv")
     assert query.returncode == 0, query.stderr
     assert query.stdout.splitlines() == ["task,n", "cell-type,2", "tuned,1"]
-    plan_out = _ssl_st(env, "plan", str(config), "--results", uri, timeout=60)
+    plan_out = run_cli_here("plan", config, "--results", uri)
     assert "artifacts: 3/3 built" in plan_out.stdout, plan_out.stdout + plan_out.stderr
 
     # resume: a cell lost from the store is the only one computed again; a tuning cell resumes its search
     kept = {i.path: i.mtime for i in location.list("cells") if tuned.cell_id not in i.path}
     location.delete(store.path(tuned.cell_id))
-    again = _ssl_st(env, "run", str(config), "--results", uri, "--address", ray_address)
-    assert again.returncode == 0, again.stderr + _ssl_st(env, "status", "--results", uri, timeout=60).stdout
+    again = run_cli_here("run", config, "--results", uri, "--address", ray_address)
+    assert again.returncode == 0, again.stderr + run_cli_here("status", "--results", uri).stdout
     assert "running 1 of 3 cells" in again.stderr
     assert {i.path: i.mtime for i in location.list("cells") if tuned.cell_id not in i.path} == kept
     table = store.table().to_pandas()
     redone = table[(table["cell_id"] == tuned.cell_id) & (table["metric"] == "tune_resumed")]
     assert redone["value"].tolist() == [1.0]
     assert location.read_bytes(location.path(lock.LOCK_NAME)) is None  # each run released the store
+    assert not list(Path(env["SSL_ST_CACHE"]).glob("s3*")) and not (REPO / "s3:").exists()

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from grid.cli import app
 
-from .conftest import run_cli
+from .conftest import run_cli_here
 
 # the file was written by an old anndata, which says so on every read
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -91,7 +91,7 @@ def test_pbmc68k_through_import_a_grid_and_a_query(tmp_path, ray_address):
     config = tmp_path / "experiments.yaml"
     config.write_text(CONFIG)
     results = tmp_path / "results"
-    run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    run = run_cli_here("run", config, "--results", results, "--address", ray_address)  # as the commands above
     assert run.returncode == 0, run.stderr
     query = cli.invoke(app, ["query", "SELECT dataset, mode, value FROM results WHERE metric = 'macro_f1' "
                                       "ORDER BY dataset, mode", "--results", str(results), "--format", "json"])

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 import pytest
 
-from .conftest import run_cli
+from .conftest import run_cli_here
 from .test_report import FAILED_LABEL, PAPER, build_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -189,7 +189,8 @@ def test_the_harness_sees_console_errors_and_broken_images(browser, tmp_path):
 def test_the_report_loads_cleanly_and_every_figure_renders(browser, tmp_path):
     results = build_store(tmp_path / "results")
     out = tmp_path / "report"
-    run_cli("report", str(PAPER), "--results", str(results), "--out", str(out), check=True)
+    # `ssl-st report` in this process: the command itself is tests/test_report.py's, run as a user would
+    run_cli_here("report", PAPER, "--results", results, "--out", out, check=True)
     n_figures = len(list((out / "figures").glob("*.png")))
 
     visit = browser.visit((out / "index.html").as_uri())

@@ -18,7 +18,7 @@ from grid import lock
 from grid.lock import LockHeld, acquire
 from grid.store import ResultStore
 
-from .conftest import REPO, run_cli, tiny_config
+from .conftest import REPO, run_cli, run_cli_here
 
 HOLDER = """
 import sys, time
@@ -79,26 +79,55 @@ def test_without_flock_a_holder_on_this_host_is_judged_by_its_pid(tmp_path, monk
 
 
 @pytest.mark.ray
-def test_a_second_run_on_the_same_results_exits_2_at_once(tmp_path, ray_address):
-    config = tiny_config(tmp_path, epochs=20)  # long enough for the second run to start meanwhile
-    results = tmp_path / "results"
+def test_a_second_run_on_the_same_results_exits_2_at_once(tmp_path, ray_address, tiny_run):
+    import ray
+
+    # The first run: the session's tiny grid (conftest.tiny_run) less two cells, so that it has work
+    # for Ray. It must hold the results while the second starts: a task of this process takes every
+    # CPU of the shared Ray first, so the first run's cells wait (as on a busy cluster) until this
+    # test lets them go, however fast or slow the machine is.
+    config = tiny_run.config
+    results = tiny_run.copy_results(tmp_path / "results")
+    store = ResultStore(results)
+    missing = sorted(store.statuses())[:2]
+    for cell_id in missing:
+        store.path(cell_id).unlink()
+    started_flag, release = tmp_path / "busy", tmp_path / "release"
+    cpus = int(ray.cluster_resources()["CPU"])
+    busy = ray.remote(num_cpus=cpus)(_occupy).remote(str(started_flag), str(release))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "grid", "run", str(config), "--results", str(results), "--address", ray_address],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    deadline = time.monotonic() + 120
-    while not (results / "artifacts").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    started = time.perf_counter()
-    second = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
-    assert second.returncode == 2, second.stderr
-    assert time.perf_counter() - started < 30
-    assert f"PID {first.pid}" in second.stderr and "one `ssl-st run`" in second.stderr.replace("\n", " ")
-    shown = run_cli("plan", str(config), "--results", str(results), check=True)
-    assert f"PID {first.pid}" in shown.stdout
+    first = None
+    try:
+        deadline = time.monotonic() + 120
+        while not started_flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started_flag.exists(), "the task that takes the CPUs did not start"
+        first = subprocess.Popen(
+            [sys.executable, "-m", "grid", "run", str(config), "--results", str(results), "--address", ray_address],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        while (lock.holder(results) or {}).get("pid") != first.pid and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (lock.holder(results) or {}).get("pid") == first.pid, "the first run did not take the results"
+
+        started = time.perf_counter()
+        second = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+        assert second.returncode == 2, second.stderr
+        assert time.perf_counter() - started < 30
+        assert f"PID {first.pid}" in second.stderr and "one `ssl-st run`" in second.stderr.replace("\n", " ")
+        shown = run_cli_here("plan", config, "--results", results, check=True)
+        assert f"PID {first.pid}" in shown.stdout
+        assert first.poll() is None, first.stderr.read()  # it held the results all along: its cells still wait
+    except BaseException:
+        if first is not None:
+            first.kill()
+        raise
+    finally:
+        release.touch()
+        ray.get(busy, timeout=120)
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
+    assert f"running {len(missing)} of" in stderr
     assert "took over" not in stderr
     assert set(ResultStore(results).statuses().values()) == {"done"}
 
@@ -106,5 +135,15 @@ def test_a_second_run_on_the_same_results_exits_2_at_once(tmp_path, ray_address)
     helper = _helper(results)
     helper.send_signal(signal.SIGKILL)
     helper.wait(timeout=30)
-    after = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    after = run_cli_here("run", config, "--results", results, "--address", ray_address, check=True)
     assert "nothing to run" in after.stderr and f"PID {helper.pid}" in after.stderr and "took over" in after.stderr
+
+
+def _occupy(started: str, release: str) -> None:
+    """Hold the CPUs this task was given until ``release`` exists (at most 5 minutes)."""
+    from pathlib import Path
+
+    Path(started).touch()
+    deadline = time.monotonic() + 300
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
