@@ -149,7 +149,7 @@ class TinyRun:
 
     config: Path
     results: Path
-    first: subprocess.CompletedProcess
+    first: CliResult
 
     def copy_results(self, to: Path) -> Path:
         """A copy of the finished results directory (file modification times kept), for a test to
@@ -165,5 +165,7 @@ def tiny_run(tmp_path_factory, ray_address) -> TinyRun:
     root = tmp_path_factory.mktemp("tiny-run")
     config = tiny_config(root)
     results = root / "results"
-    first = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    # in this process: its job's workers import the science once for the tests that follow (a run in
+    # a fresh interpreter: test_grid_run's rerun, the lock, fault-injection and object-store tests)
+    first = run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, check=True)
     return TinyRun(config, results, first)

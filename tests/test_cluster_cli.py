@@ -8,7 +8,7 @@ import pytest
 
 from ssl_st import datasets
 
-from .conftest import run_cli
+from .conftest import run_cli_here
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def section(tmp_path_factory):
 def test_cluster_writes_domains_and_prints_metrics(section, tmp_path, method):
     out = tmp_path / "out.h5ad"
     epochs = ["--epochs", "15"] if method == "stagate" else []  # a flag a method does not have is an error
-    result = run_cli("cluster", str(section), "--method", method, "--n-domains", "6", "--labels", "layer",
+    result = run_cli_here("cluster", str(section), "--method", method, "--n-domains", "6", "--labels", "layer",
                      *epochs, "--out", str(out), check=True)
     for metric in ("ari", "nmi", "homogeneity", "completeness", "chaos", "pas", "asw"):
         assert metric in result.stdout
@@ -38,7 +38,7 @@ def test_cluster_writes_domains_and_prints_metrics(section, tmp_path, method):
 
 def test_an_obsm_embedding_replaces_the_genes(section, tmp_path):
     out = tmp_path / "out.h5ad"
-    run_cli("cluster", str(section), "--method", "leiden", "--n-domains", "4", "--input", "X_fake", "--out", str(out), check=True)
+    run_cli_here("cluster", str(section), "--method", "leiden", "--n-domains", "4", "--input", "X_fake", "--out", str(out), check=True)
     adata = ad.read_h5ad(out)
     assert adata.uns["domain"]["info"]["n_features"] == 8
     assert adata.uns["domain"]["params"]["use_rep"] == "X_fake"
@@ -74,5 +74,5 @@ def test_a_section_without_coordinates_is_refused(tmp_path):
     del adata.obsm["spatial"]
     path = tmp_path / "flat.h5ad"
     adata.write_h5ad(path)
-    result = run_cli("cluster", str(path), "--method", "stagate", "--n-domains", "6", "--out", str(tmp_path / "o.h5ad"))
+    result = run_cli_here("cluster", str(path), "--method", "stagate", "--n-domains", "6", "--out", str(tmp_path / "o.h5ad"))
     assert result.returncode == 2 and "obsm['spatial'] is missing" in result.stderr

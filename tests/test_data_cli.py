@@ -10,14 +10,14 @@ from ssl_st.datasets import generate
 from ssl_st.datasets.registry import REPO, STUDY_DATASETS
 
 from . import published_fixtures as pf
-from .conftest import run_cli
+from .conftest import run_cli_here
 from .vendor_fixtures import write_xenium
 
 
 def test_import_a_xenium_folder(tmp_path):
     expected = write_xenium(tmp_path / "run")
     out = tmp_path / "xenium.h5ad"
-    result = run_cli("data", "import", str(tmp_path / "run"), "--format", "xenium", "--out", str(out), check=True)
+    result = run_cli_here("data", "import", str(tmp_path / "run"), "--format", "xenium", "--out", str(out), check=True)
     assert "dropped" in result.stdout
     adata = ad.read_h5ad(out)
     assert adata.obsm["spatial"].shape == (adata.n_obs, 2)
@@ -29,7 +29,7 @@ def test_import_a_xenium_folder(tmp_path):
 def test_import_refuses_a_mislabelled_folder_and_writes_nothing(tmp_path):
     write_xenium(tmp_path / "run")
     out = tmp_path / "out.h5ad"
-    result = run_cli("data", "import", str(tmp_path / "run"), "--format", "merscope", "--out", str(out))
+    result = run_cli_here("data", "import", str(tmp_path / "run"), "--format", "merscope", "--out", str(out))
     assert result.returncode == 2
     assert "cell_by_gene" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.h5ad*"))
@@ -41,11 +41,11 @@ def test_pull_a_study_dataset_from_a_local_hub(tmp_path):
     served.parent.mkdir(parents=True)
     write_h5ad_atomic(generate("xenium", n_cells=50), served)
     with pf.serve_directory(tmp_path / "hub") as url:
-        result = run_cli("data", "pull", name, "--endpoint", str(url), "--cache", str(tmp_path / "cache"), check=True)
+        result = run_cli_here("data", "pull", name, "--endpoint", str(url), "--cache", str(tmp_path / "cache"), check=True)
     local = tmp_path / "cache" / "hub" / REPO.replace("/", "--") / served.name
     assert str(local) in result.stdout
     assert np.array_equal(ad.read_h5ad(local).X.toarray(), ad.read_h5ad(served).X.toarray())
-    unknown = run_cli("data", "pull", "merfish", "--cache", str(tmp_path / "cache"))
+    unknown = run_cli_here("data", "pull", "merfish", "--cache", str(tmp_path / "cache"))
     assert unknown.returncode == 2 and "merscope-human-neocortex" in unknown.stderr
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import anndata as ad
 import pytest
@@ -36,9 +35,7 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     assert "mean ± sd over seeds" in first.stdout and "merscope" in first.stdout
 
     files_before = {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()}
-    started = time.perf_counter()
     second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
-    assert time.perf_counter() - started < 60
     assert "nothing to run" in second.stderr
     assert {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()} == files_before
     assert "mean ± sd over seeds" in second.stdout

@@ -16,7 +16,7 @@ from grid.store import ResultStore
 from ssl_st import datasets
 from ssl_st.shards import shard
 
-from .conftest import run_cli
+from .conftest import run_cli, run_cli_here
 from .test_shards import write_merlin_store
 
 CONFIG = """
@@ -57,7 +57,7 @@ def _config(tmp_path, section, text=CONFIG, **extra):
 def test_zero_shot_on_shards_scores_what_the_h5ad_scores(tmp_path, section, ray_address):
     config = _config(tmp_path, section)
     results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, check=True)
     plan = expand(load_config(config))
     table = ResultStore(results).table().to_pandas()
     assert set(table["cell_id"]) == {c.cell_id for c in plan.cells} and (table["status"] == "done").all()
@@ -75,7 +75,7 @@ def test_zero_shot_on_shards_scores_what_the_h5ad_scores(tmp_path, section, ray_
                   if not p.name.endswith(".manifest.json"))
     assert json.loads(record.read_text())["n_rows"] == 300
     assert not list((results / "artifacts" / "data").glob("section-shards-*.h5ad"))
-    shown = run_cli("plan", str(config), "--results", str(results), check=True)
+    shown = run_cli_here("plan", str(config), "--results", str(results), check=True)
     assert "embed {cpus: 1} per worker x 1" in shown.stdout
 
 
@@ -103,7 +103,7 @@ def test_a_merlin_store_is_a_reference_to_pretrain_on_with_two_workers_and_a_dat
     config = tmp_path / "merlin.yaml"
     config.write_text(MERLIN.format(store=tmp_path / "store"))
     results = tmp_path / "results"
-    run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, check=True)
     table = ResultStore(results).table().to_pandas()
     assert (table["status"] == "done").all()
     values = dict(zip(table["metric"], table["value"]))
@@ -138,7 +138,7 @@ def test_bad_shards_stop_plan_and_run_naming_the_shard(tmp_path, section):
 ])
 def test_modes_that_hold_the_dataset_in_memory_are_refused_at_load(tmp_path, section, edit, message):
     config = _config(tmp_path, section, CONFIG.replace("    modes: [zero-shot]\n", edit))
-    result = run_cli("plan", str(config))
+    result = run_cli_here("plan", str(config))
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -146,5 +146,5 @@ def test_a_merlin_dataset_names_its_split(tmp_path):
     write_merlin_store(tmp_path / "store", cells={"train": (5,)})
     config = tmp_path / "merlin.yaml"
     config.write_text(MERLIN.format(store=tmp_path / "store").replace(", split: test", ""))
-    result = run_cli("plan", str(config))
+    result = run_cli_here("plan", str(config))
     assert result.returncode == 2 and "datasets[1].split" in result.stderr and "name one with split" in result.stderr

@@ -21,7 +21,7 @@ from grid.plan import artifact_summary, download_problems, expand, plan_problems
 from grid.pulled import Pulled
 from grid.schema import ConfigError
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, run_cli_here
 
 PAPER = REPO / "experiments" / "paper.yaml"
 SEEDS = (42, 476, 761, 3407, 9824)
@@ -87,7 +87,7 @@ def test_the_paper_config_expands_to_the_study_matrix(offline):
 
 
 def test_plan_validates_it_offline_and_lists_what_to_fetch(offline, tmp_path):
-    result = run_cli("plan", str(PAPER), "--results", str(tmp_path / "results"), timeout=60)
+    result = run_cli_here("plan", str(PAPER), "--results", str(tmp_path / "results"))
     assert result.returncode == 0, result.stderr
     assert f"paper: {EXPECTED_CELLS} cells" in result.stdout
     assert "artifacts: 0/13 built" in result.stdout

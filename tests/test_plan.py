@@ -8,7 +8,7 @@ from grid.config import load_config
 from grid.plan import expand
 from grid.schema import ConfigError
 
-from .conftest import REPO, TINY_CONFIG, tiny_config
+from .conftest import REPO, TINY_CONFIG, run_cli, tiny_config
 
 
 def ids(path) -> dict[str, str]:
@@ -94,8 +94,6 @@ def test_wrong_types_and_values_are_all_reported(tmp_path):
 
 
 def test_cli_reports_config_errors_with_exit_2(tmp_path):
-    from .conftest import run_cli
-
     path = tmp_path / "experiments.yaml"
     path.write_text("name: x\nsedes: [1]\n")
     result = run_cli("plan", str(path))

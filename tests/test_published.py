@@ -12,7 +12,7 @@ import torch
 from ssl_st.models import CheckpointError, SSLModel
 from ssl_st.models.checkpoints import read
 
-from .conftest import run_cli
+from .conftest import run_cli_here
 from .published_fixtures import (
     expected_encoder,
     gene_table,
@@ -84,7 +84,7 @@ def test_published_layouts_load_by_content(hub_dir, tmp_path, name, layout):
 def test_embed_cli_equals_a_plain_forward_pass(hub_dir, cells, tmp_path, name):
     path, picked = cells
     out = tmp_path / "embedded.h5ad"
-    result = run_cli("embed", str(hub_dir / name), str(path), "--out", str(out), "--key", "X_ssl", check=True)
+    result = run_cli_here("embed", str(hub_dir / name), str(path), "--out", str(out), "--key", "X_ssl", check=True)
     assert "400/402 genes mapped" in result.stdout
     embedded = ad.read_h5ad(out)
     np.testing.assert_allclose(embedded.obsm["X_ssl"], _plain_forward(hub_dir / name, path, picked), atol=1e-5, rtol=1e-5)
@@ -125,7 +125,7 @@ def test_pickled_objects_need_an_explicit_trust(hub_dir, tmp_path):
     with pytest.raises(CheckpointError, match="trusted"):
         SSLModel.load(tmp_path / "legacy.ckpt", genes=hub_dir / "var.parquet")
     assert SSLModel.load(tmp_path / "legacy.ckpt", genes=hub_dir / "var.parquet", trusted=True).latent_dim == 64
-    refused = run_cli("embed", str(tmp_path / "legacy.ckpt"), "x.h5ad", "--out", str(tmp_path / "o.h5ad"),
+    refused = run_cli_here("embed", str(tmp_path / "legacy.ckpt"), "x.h5ad", "--out", str(tmp_path / "o.h5ad"),
                       "--genes", str(hub_dir / "var.parquet"))
     assert refused.returncode == 2 and "--trusted" in refused.stderr
 

@@ -24,7 +24,7 @@ from grid.query import VIEWS, ResultsError
 from grid.report import format_cell, summarize
 from grid.store import ResultStore
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli_here
 
 SEEDS = (1, 2, 3)
 # (task, dataset, model, mode) -> metric -> one score per seed of SEEDS (values exact in binary)
@@ -189,19 +189,19 @@ def test_importing_grid_stays_light_until_results_is_used():
 # -- ssl-st query --view / --format parquet -------------------------------------------------------------
 
 def test_cli_views_as_csv_json_and_parquet(store, tmp_path):
-    shown = run_cli("query", "--view", "summary", "--results", str(store), "--format", "csv", check=True)
+    shown = run_cli_here("query", "--view", "summary", "--results", str(store), "--format", "csv", check=True)
     lines = shown.stdout.splitlines()
     assert lines[0] == "task,dataset,model,mode,metric,n_seeds,mean,sd"
     assert "cell-type,merscope,rm,zero-shot,macro_f1,3,0.75,0.25" in lines
     assert "cell-type,merscope,,pca,macro_f1,3,0.5,0.25" in lines  # no model: empty
     assert len(lines) == 1 + len(_expected_summary())
 
-    best = json.loads(run_cli("query", "--view", "best", "-r", str(store), "-f", "json", check=True).stdout)
+    best = json.loads(run_cli_here("query", "--view", "best", "-r", str(store), "-f", "json", check=True).stdout)
     assert {(r["model"], r["mode"]) for r in best if r["dataset"] == "merscope" and r["metric"] == "accuracy"} == {
         (None, "pca"), ("rm", "zero-shot")}
 
     out = tmp_path / "summary.parquet"
-    written = run_cli("query", "--view", "summary", "--results", str(store), "--format", "parquet", "--out", str(out),
+    written = run_cli_here("query", "--view", "summary", "--results", str(store), "--format", "parquet", "--out", str(out),
                       check=True)
     assert written.stdout == "" and f"wrote {len(_expected_summary())} rows to {out}" in written.stderr
     assert pq.read_table(out).to_pandas().equals(grid.results(store, view="summary"))
@@ -219,7 +219,7 @@ def test_cli_refuses_bad_combinations_naming_the_flags(store, tmp_path):
          ("--out", "inside the store")),
     ]
     for args, words in cases:
-        shown = run_cli(*args, "--results", str(store))
+        shown = run_cli_here(*args, "--results", str(store))
         assert shown.returncode == 2, (args, shown.stdout, shown.stderr)
         assert all(w in shown.stderr for w in words), (args, shown.stderr)
         assert "Traceback" not in shown.stderr
@@ -227,7 +227,7 @@ def test_cli_refuses_bad_combinations_naming_the_flags(store, tmp_path):
 
 
 def test_status_shows_the_failures_views_first_line(store):
-    shown = run_cli("status", "--results", str(store))
+    shown = run_cli_here("status", "--results", str(store))
     assert shown.returncode == 1, shown.stderr
     assert "failed: 1" in shown.stdout and "ValueError: genes do not overlap" in shown.stdout
     assert "Traceback (most recent" not in shown.stdout

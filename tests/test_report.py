@@ -20,7 +20,7 @@ from grid import published
 from grid.figures import groups, summary
 from grid.store import ResultStore
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, run_cli_here
 
 PAPER = REPO / "experiments" / "paper.yaml"
 SEEDS = (42, 476, 761)
@@ -149,7 +149,7 @@ def test_without_a_config_the_page_says_pending_is_unknown_and_replaces_the_old_
     out = tmp_path / "r"
     shutil.copytree(rendered[0], out)
     (out / "figures" / "stale.png").write_bytes(b"old")
-    done = run_cli("report", "--results", str(results), "--out", str(out), check=True)
+    done = run_cli_here("report", "--results", str(results), "--out", str(out), check=True)
     page = (out / "index.html").read_text()
     assert "No config given: pending cells are unknown" in page
     assert FAILED_LABEL in page and "index.html" in done.stdout
@@ -204,7 +204,7 @@ def test_a_store_without_figure_data_still_reports_its_tables(tmp_path):
     store.write(cell, [("n_test", 10.0, "info")], duration_s=1.0)
     store.write(SimpleNamespace(**{**vars(cell), "cell_id": "b" * 16, "seed": 2}), None, duration_s=1.0,
                 error="RuntimeError: out of memory")
-    run_cli("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), check=True)
+    run_cli_here("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), check=True)
     page = (tmp_path / "r" / "index.html").read_text()
     assert "nothing to draw" in page and "RuntimeError: out of memory" in page
     assert "cell-type/xenium/-/pca/seed=2" in page
@@ -221,7 +221,7 @@ def test_bad_input_exits_2_naming_the_path_and_the_fix(case, results, tmp_path):
         "out is a foreign folder": ["--results", str(results), "--out", str(REPO / "grid")],
         "unknown metric": ["--results", str(results), "--out", str(tmp_path / "r"), "--metric", "f1"],
     }[case]
-    done = run_cli("report", *args)
+    done = run_cli_here("report", *args)
     message = " ".join(done.stderr.split())
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

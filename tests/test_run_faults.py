@@ -90,10 +90,9 @@ def test_unschedulable_stage_exits_2_in_seconds_on_the_embedded_ray(tmp_path):
     # Its own embedded Ray (no --address): that is where nothing can ever add a node.
     config = _config_with(tmp_path, "resources:\n  pretrain: {cpus: 4, gpus: 1}\n  cell-type: {memory_gb: 100000}\n")
     results = tmp_path / "results"
-    started = time.monotonic()
+    # a run that waited for a node instead would outlive the timeout and fail the test
     run = run_cli("run", str(config), "--results", str(results), "--num-cpus", "1", timeout=180)
     assert run.returncode == 2, run.stderr
-    assert time.monotonic() - started < 90
     assert "stage 'pretrain' asks for {cpus: 4, gpus: 1}" in run.stderr
     assert "stage 'cell-type' asks for {cpus: 1, memory_gb: 100000}" in run.stderr
     assert "largest node has 1 CPUs, 0 GPUs" in run.stderr and "nothing was submitted" in run.stderr

@@ -18,7 +18,7 @@ from ssl_st.models import Architecture, SSLModel
 from ssl_st.shards import read_embedding, shard, verify
 from ssl_st.shards.stream import epoch_order
 
-from .conftest import run_cli
+from .conftest import run_cli_here
 from .test_distributed_training import registered_epoch
 from .test_shards import panel, vocabulary
 
@@ -34,7 +34,7 @@ def files(tmp_path):
 
 
 def test_data_shard_writes_a_checked_directory(files):
-    result = run_cli("data", "shard", str(files / "cells.h5ad"), "--out", str(files / "shards"),
+    result = run_cli_here("data", "shard", str(files / "cells.h5ad"), "--out", str(files / "shards"),
                      "--rows-per-shard", "64", check=True)
     assert "200 cells x 15 genes in 4 shard(s) (h5ad, counts)" in result.stdout
     manifest = verify(files / "shards")
@@ -47,7 +47,7 @@ def test_data_shard_writes_a_checked_directory(files):
     (("cells.h5ad", "--counts-layer", "nope"), "--counts-layer"),
 ])
 def test_data_shard_refuses_bad_input_and_writes_nothing(files, args, message):
-    result = run_cli("data", "shard", *(str(files / a) if a.endswith(".h5ad") else a for a in args),
+    result = run_cli_here("data", "shard", *(str(files / a) if a.endswith(".h5ad") else a for a in args),
                      "--out", str(files / "shards"))
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stdout + result.stderr
@@ -79,7 +79,7 @@ def test_pretrain_on_two_workers_over_two_nodes_from_shards_survives_losing_one_
     # driver's node.
     nodes = [ray_cluster.add_node(num_cpus=2, object_store_memory=SMALL)]
     try:
-        run = threading.Thread(target=lambda: outcome.update(trained=run_cli(
+        run = threading.Thread(target=lambda: outcome.update(trained=run_cli_here(
             "pretrain", str(files / "shards"), "--method", "random-mask", "--units", "32,16", "--epochs", str(epochs),
             "--batch-size", "32", "--workers", "2", "--cpus-per-worker", "2", "--shuffle-buffer", "64",
             "--device", "cpu", "--out", str(files / "p.ckpt"))))
@@ -111,7 +111,7 @@ def test_pretrain_on_two_workers_over_two_nodes_from_shards_survives_losing_one_
     for seen, order in zip(training["shards_seen"], orders):  # worker 0's files, in the epoch's order
         assert seen and _is_subsequence(seen, order), (seen, order)
     # two encoder actors over eight files, each read in batches of 50: actors finish in any order
-    result = run_cli("embed", str(files / "p.ckpt"), str(files / "shards"), "--out", str(files / "emb"),
+    result = run_cli_here("embed", str(files / "p.ckpt"), str(files / "shards"), "--out", str(files / "emb"),
                      "--device", "cpu", "--batch-size", "50", "--actors", "2", check=True)
     assert "200 cells x 16-d embedding" in result.stdout and "15/15 genes mapped" in result.stdout
     want = panel(n_cells=200, n_genes=15)
@@ -127,13 +127,13 @@ def test_pretrain_on_two_workers_over_two_nodes_from_shards_survives_losing_one_
 
 
 def test_embed_refuses_what_does_not_apply_to_shards(files):
-    run_cli("data", "shard", str(files / "cells.h5ad"), "--out", str(files / "shards"), check=True)
+    run_cli_here("data", "shard", str(files / "cells.h5ad"), "--out", str(files / "shards"), check=True)
     for extra, message in ((("--normalize", "median"), "--normalize median"),):
-        result = run_cli("embed", str(files / "m.ckpt"), str(files / "shards"), "--out", str(files / "emb"), *extra,
+        result = run_cli_here("embed", str(files / "m.ckpt"), str(files / "shards"), "--out", str(files / "emb"), *extra,
                          "--device", "cpu")
         assert result.returncode == 2 and message in result.stdout + result.stderr, extra
     (files / "shards" / "part-00000.parquet").write_bytes(b"truncated")
-    result = run_cli("embed", str(files / "m.ckpt"), str(files / "shards"), "--out", str(files / "emb"), "--device", "cpu")
+    result = run_cli_here("embed", str(files / "m.ckpt"), str(files / "shards"), "--out", str(files / "emb"), "--device", "cpu")
     assert result.returncode == 2 and "part-00000.parquet" in result.stdout + result.stderr
     assert not (files / "emb").exists()
     assert os.listdir(files) and not [p for p in os.listdir(files) if p.startswith(".emb")]

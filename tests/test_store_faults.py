@@ -22,7 +22,7 @@ from grid.plan import expand
 from grid.query import _sandboxed, fetch, query
 from grid.store import ResultStore
 
-from .conftest import run_cli, tiny_config
+from .conftest import run_cli_here, tiny_config
 
 
 def _cell(i: int) -> SimpleNamespace:
@@ -115,7 +115,7 @@ def test_status_and_plan_do_not_crash_on_a_truncated_cell(tmp_path):
         store.write(cell, [("macro_f1", 0.5, "metric")], duration_s=1.0)
     _truncate(store.path(cells[0].cell_id))
 
-    shown = run_cli("status", str(config), "--results", str(results))
+    shown = run_cli_here("status", str(config), "--results", str(results))
     assert shown.returncode == 0, shown.stderr
     assert "Traceback" not in shown.stderr
     assert f"done: {len(cells) - 1}  failed: 0  pending: 1  quarantined: 1" in shown.stdout
@@ -124,7 +124,7 @@ def test_status_and_plan_do_not_crash_on_a_truncated_cell(tmp_path):
     assert (results / "quarantine" / f"{cells[0].cell_id}.parquet").is_file()
 
     _truncate(store.path(cells[1].cell_id))  # plan meets a damaged file of its own
-    planned = run_cli("plan", str(config), "--results", str(results), "--list", check=True)
+    planned = run_cli_here("plan", str(config), "--results", str(results), "--list", check=True)
     assert "Traceback" not in planned.stderr and cells[1].cell_id in planned.stderr
     rows = {c.cell_id: [line for line in planned.stdout.splitlines() if c.cell_id in line] for c in cells[:3]}
     assert ["pending" in r[0] for r in rows.values()] == [True, True, False]
@@ -195,7 +195,7 @@ def test_query_cannot_copy_over_a_cell_or_anywhere(results, tmp_path):
     _refused(results, f"EXPORT DATABASE '{tmp_path / 'dump'}'")
     assert not (tmp_path / "dump").exists()
 
-    shown = run_cli("query", f"COPY (SELECT * FROM results LIMIT 1) TO '{cell}' (FORMAT parquet)", "--results", str(results))
+    shown = run_cli_here("query", f"COPY (SELECT * FROM results LIMIT 1) TO '{cell}' (FORMAT parquet)", "--results", str(results))
     assert shown.returncode == 2 and "not allowed" in shown.stderr and cell.read_bytes() == before
     # nor from inside a query
     _refused(results, f"SELECT * FROM query('COPY (SELECT 1) TO ''{cell}'' (FORMAT parquet, USE_TMP_FILE false)')")
@@ -237,9 +237,9 @@ def test_query_cannot_turn_file_access_back_on(results, sql):
 
 def test_query_empty_sql_is_a_clear_error(results):
     for sql in ("", "   \n"):
-        shown = run_cli("query", sql, "--results", str(results))
+        shown = run_cli_here("query", sql, "--results", str(results))
         assert shown.returncode == 2 and "SQL: empty" in shown.stderr and "Traceback" not in shown.stderr
-    comment = run_cli("query", "--results", str(results), "--", "-- nothing")
+    comment = run_cli_here("query", "--results", str(results), "--", "-- nothing")
     assert comment.returncode == 2 and "no result" in comment.stderr and "Traceback" not in comment.stderr
 
 
@@ -251,11 +251,11 @@ def test_read_only_commands_refuse_a_missing_or_non_directory_results(tmp_path):
     a_file.write_text("not a store")
     for command in (["status", str(config)], ["query", "SELECT count(*) FROM results"]):
         for path, words in ((missing, "ssl-st run"), (a_file, "not a directory")):
-            shown = run_cli(*command, "--results", str(path))
+            shown = run_cli_here(*command, "--results", str(path))
             assert shown.returncode == 2, (command, path, shown.stdout, shown.stderr)
             assert str(path) in shown.stderr and words in shown.stderr and "Traceback" not in shown.stderr
-    planned = run_cli("plan", str(config), "--results", str(a_file))
+    planned = run_cli_here("plan", str(config), "--results", str(a_file))
     assert planned.returncode == 2 and "not a directory" in planned.stderr
-    fresh = run_cli("plan", str(config), "--results", str(missing))
+    fresh = run_cli_here("plan", str(config), "--results", str(missing))
     assert fresh.returncode == 0, fresh.stderr  # nothing run yet: every cell pending
     assert not missing.exists()
