@@ -1,5 +1,6 @@
 """The grid on more than one Ray node: Ray's own multi-node test cluster (``ray.cluster_utils``),
-whose head is the shared test instance; each test adds worker nodes and removes them when done.
+whose head is the shared test instance; the grid tests share two worker nodes (one of which the
+last removes), removed when the module is done.
 
 Cells are real (PCA baselines on small generated sections); a thin remote wrapper around the grid's
 own cell task records where and when each attempt ran. A Ray Train run over two nodes that survives
@@ -71,68 +72,67 @@ def _pca_cells(tmp_path: Path, resources: str):
     return plan, [c for c in plan.cells if c.mode == "pca"]
 
 
-def test_cells_go_only_where_their_declared_resource_is_and_share_it(tmp_path, ray_cluster, monkeypatch):
-    # an accelerator-like custom resource: one unit on node A, none on B or the head
-    accel = ray_cluster.add_node(num_cpus=2, resources={"accel": 1}, object_store_memory=SMALL)
-    plain = ray_cluster.add_node(num_cpus=2, object_store_memory=SMALL)
+@pytest.fixture(scope="module")
+def two_nodes(ray_cluster):
+    """Two worker nodes beside the head, shared by the two grid tests below (a node's start and its
+    workers' imports are most of each test): ``accel`` has one unit of an accelerator-like custom
+    resource, ``plain`` none; both have one unit of ``pool``, which the head lacks. The second test
+    removes ``plain``."""
+    accel = ray_cluster.add_node(num_cpus=2, resources={"accel": 1, "pool": 1}, object_store_memory=SMALL)
+    plain = ray_cluster.add_node(num_cpus=2, resources={"pool": 1}, object_store_memory=SMALL)
     ray_cluster.wait_for_nodes()
-    try:
-        trace = tmp_path / "trace"
-        _traced_cells(monkeypatch, trace, hold_s=1.5)
-        plan, cells = _pca_cells(tmp_path, "resources:\n  cell-type: {cpus: 0.5, custom: {accel: 0.5}}\n")
-        store = ResultStore(tmp_path / "results")
-        summary = ray_exec.execute(plan, cells, tmp_path / "results", store, _Quiet())
-        assert (summary.done, summary.failed) == (len(cells), 0)
-        ends = _spans(trace, "end")
-        assert {node for _, node, _, _ in ends} == {accel.node_id}  # none on the plain node or the head
-        spans = [(float(a), float(b)) for _, _, a, b in ends]
-        most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
-        assert most <= 2  # half a unit each: two at a time on the one node that has it
-        assert plain.node_id not in {node for _, node, _ in _spans(trace, "start")}
-    finally:
-        ray_cluster.remove_node(accel)
-        ray_cluster.remove_node(plain)
+    nodes = {"accel": accel, "plain": plain}
+    yield nodes
+    for node in nodes.values():
+        ray_cluster.remove_node(node)
 
 
-def test_losing_a_node_mid_grid_loses_no_cell(tmp_path, ray_cluster, monkeypatch):
-    # cells run only on the two worker nodes ("pool"); one of them is removed while its cells run
-    keep = ray_cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=SMALL)
-    doomed = ray_cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=SMALL)
-    ray_cluster.wait_for_nodes()
-    removed = False
-    try:
-        trace = tmp_path / "trace"
-        _traced_cells(monkeypatch, trace, hold_s=2.0)
-        plan, cells = _pca_cells(tmp_path, "retries: 2\nresources:\n  cell-type: {cpus: 1, custom: {pool: 1}}\n")
-        store = ResultStore(tmp_path / "results")
-        progress = _Quiet()
-        outcome: dict[str, object] = {}
-        worker = threading.Thread(target=lambda: outcome.update(
-            summary=ray_exec.execute(plan, cells, tmp_path / "results", store, progress)))
-        worker.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (
-            trace.exists() and any(node == doomed.node_id for _, node, _ in _spans(trace, "start"))
-        ):
-            time.sleep(0.2)
-        ray_cluster.remove_node(doomed)
-        removed = True
-        worker.join(timeout=300)
-        assert not worker.is_alive()
-        summary = outcome["summary"]
-        assert (summary.done, summary.failed) == (len(cells), 0), store.table().to_pandas()["error"].dropna().tolist()
-        frame = store.table().to_pandas()
-        assert sorted(frame["cell_id"].unique()) == sorted(c.cell_id for c in cells)
-        assert (frame["status"] == "done").all()
-        # every cell is recorded once: one file per cell, and its metrics are not doubled
-        assert len(store.files()) == len(cells)
-        assert not frame.duplicated(["cell_id", "metric"]).any()
-        assert any(n.startswith("retrying ") for n in progress.notes)  # the lost cells ran again elsewhere
-        assert {node for _, node, _, _ in _spans(trace, "end")} == {keep.node_id}
-    finally:
-        ray_cluster.remove_node(keep)
-        if not removed:
-            ray_cluster.remove_node(doomed)
+def test_cells_go_only_where_their_declared_resource_is_and_share_it(tmp_path, two_nodes, monkeypatch):
+    accel, plain = two_nodes["accel"], two_nodes["plain"]
+    trace = tmp_path / "trace"
+    _traced_cells(monkeypatch, trace, hold_s=1.5)
+    plan, cells = _pca_cells(tmp_path, "resources:\n  cell-type: {cpus: 0.5, custom: {accel: 0.5}}\n")
+    store = ResultStore(tmp_path / "results")
+    summary = ray_exec.execute(plan, cells, tmp_path / "results", store, _Quiet())
+    assert (summary.done, summary.failed) == (len(cells), 0)
+    ends = _spans(trace, "end")
+    assert {node for _, node, _, _ in ends} == {accel.node_id}  # none on the plain node or the head
+    spans = [(float(a), float(b)) for _, _, a, b in ends]
+    most = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert most <= 2  # half a unit each: two at a time on the one node that has it
+    assert plain.node_id not in {node for _, node, _ in _spans(trace, "start")}
+
+
+def test_losing_a_node_mid_grid_loses_no_cell(tmp_path, ray_cluster, two_nodes, monkeypatch):
+    # cells run only on the two worker nodes (one unit of "pool" each); "plain" is removed while its cells run
+    keep, doomed = two_nodes["accel"], two_nodes["plain"]
+    trace = tmp_path / "trace"
+    _traced_cells(monkeypatch, trace, hold_s=2.0)
+    plan, cells = _pca_cells(tmp_path, "retries: 2\nresources:\n  cell-type: {cpus: 1, custom: {pool: 1}}\n")
+    store = ResultStore(tmp_path / "results")
+    progress = _Quiet()
+    outcome: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        summary=ray_exec.execute(plan, cells, tmp_path / "results", store, progress)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        trace.exists() and any(node == doomed.node_id for _, node, _ in _spans(trace, "start"))
+    ):
+        time.sleep(0.2)
+    ray_cluster.remove_node(two_nodes.pop("plain"))
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    summary = outcome["summary"]
+    assert (summary.done, summary.failed) == (len(cells), 0), store.table().to_pandas()["error"].dropna().tolist()
+    frame = store.table().to_pandas()
+    assert sorted(frame["cell_id"].unique()) == sorted(c.cell_id for c in cells)
+    assert (frame["status"] == "done").all()
+    # every cell is recorded once: one file per cell, and its metrics are not doubled
+    assert len(store.files()) == len(cells)
+    assert not frame.duplicated(["cell_id", "metric"]).any()
+    assert any(n.startswith("retrying ") for n in progress.notes)  # the lost cells ran again elsewhere
+    assert {node for _, node, _, _ in _spans(trace, "end")} == {keep.node_id}
 
 
 SHIPPED = """
