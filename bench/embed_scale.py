@@ -12,9 +12,9 @@ in a fresh process pinned to the same ``--cpus`` cores:
   code (:func:`ssl_st.shards.inputs.batch_inputs`), ``SSLModel.embed``, the embeddings written to one
   Parquet file; run with ``--cpus`` torch threads and with one, and the faster is the baseline;
 - Ray Data: :func:`ssl_st.shards.embed_shards` on a fresh local Ray of ``--cpus`` CPUs. By default
-  one actor with one thread: the other core reads and writes (on 2 busy cores one actor with two
-  threads ran 1.2-2x slower, its threads waiting on each other while reads took a core, and a second
-  actor is a second torch and model in memory, ~0.5 GiB).
+  one actor with one thread, as the grid's default ``resources.embed`` gives it; the actor reads its
+  files itself, so ``--cpus-per-actor 2`` lets it use both cores (0.77x the bare loop at 1M cells
+  against 0.62x with one; a second actor is a second torch and model in memory, ~0.5 GiB).
 
 Both include loading the model; Ray's own start (``ray.init``) is reported apart. Peak memory is the
 largest sum, over the process and all its descendants (Ray: driver, GCS, raylet, workers), of PSS
