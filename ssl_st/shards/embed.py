@@ -184,11 +184,10 @@ class Encoder:
         inputs = batch_inputs(self.plan, batch)
         embedding = self.model.embed(inputs, batch_size=max(inputs.shape[0], 1), device=self.device)
         if "row" in batch.column_names:  # cell shards store their rows and ids
-            rows, ids = batch.column("row"), batch.column("cell_id")
+            ids = {"row": batch.column("row"), "cell_id": batch.column("cell_id")}
         else:  # a Merlin part: numbered from its first row; the driver adds the store's ids
-            rows, ids = pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)), None
-        columns = {"row": rows, **({"cell_id": ids} if ids is not None else {}), "embedding": _embedding_column(embedding)}
-        return pa.table(columns)
+            ids = {"row": pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))}
+        return pa.table({**ids, "embedding": _embedding_column(embedding)})
 
 
 class _NoCpuWarning:
@@ -265,7 +264,7 @@ def _checkpoint_error(exc: Exception) -> Exception | None:
 def _run(ray: Any, source: Source, ref: ModelRef, plan: InputPlan, options: EmbedOptions, staged: Path) -> None:
     """The Ray Data pipeline: shard files in, embedding files into ``staged``."""
     batch_size = options.batch_size or DEFAULT_BATCH["dense" if source.dense else "sparse"]
-    first_rows = np.cumsum([0] + [pq.read_metadata(f).num_rows for f in source.files])[:-1]
+    first_rows = np.cumsum((0, *source.file_rows))[:-1]
     items = [{"file": str(f), "first_row": int(r)} for f, r in zip(source.files, first_rows)]
     try:
         with _data_context(progress=options.progress):

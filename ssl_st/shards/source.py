@@ -37,6 +37,11 @@ class Source:
     def dense(self) -> bool:
         return self.kind == "merlin"
 
+    @property
+    def file_rows(self) -> tuple[int, ...]:
+        """Rows of each of ``files`` (the manifest's, or the Merlin footers' read when opened)."""
+        return self.merlin.rows if self.merlin is not None else tuple(s.rows for s in self.manifest.shards)
+
     def var(self) -> pd.DataFrame:
         import pandas as pd
 

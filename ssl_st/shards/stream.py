@@ -164,13 +164,6 @@ def buffered_batches(blocks: Iterable[Rows], batch_size: int, buffer_rows: int, 
 # Reading shard files
 
 
-def file_rows(source: Source) -> tuple[int, ...]:
-    """Cells in each of the source's files, in file order (from the manifest or Merlin footers)."""
-    if source.merlin is not None:
-        return tuple(source.merlin.rows)
-    return tuple(s.rows for s in source.manifest.shards)
-
-
 def source_columns(source: Source) -> tuple[str, ...]:
     """The columns training reads: the expression only."""
     return ("X",) if source.dense else ("indices", "counts")
@@ -195,7 +188,7 @@ class BlockSpec:
 
 def block_specs(source: Source, held_out: np.ndarray) -> tuple[BlockSpec, ...]:
     """A :class:`BlockSpec` per file of ``source``, each leaving out its share of ``held_out``."""
-    counts = file_rows(source)
+    counts = source.file_rows
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     held_out = np.asarray(held_out, dtype=np.int64)
     columns = source_columns(source)
