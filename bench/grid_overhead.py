@@ -54,7 +54,8 @@ def serial(plan, root: Path) -> float:
     for cell in plan.cells:
         t = time.perf_counter()
         inputs = CellInputs.of(cell, paths, workdir=root / "work" / cell.cell_id, device="cpu")
-        store.write(cell, run_cell(cell, inputs), duration_s=time.perf_counter() - t)
+        output = run_cell(cell, inputs)
+        store.write(cell, output.rows, duration_s=time.perf_counter() - t, details=output.details)
     return time.perf_counter() - started
 
 

@@ -346,9 +346,22 @@ def training_curve_figures(results: Path) -> list[Figure]:
     return figures
 
 
-def all_figures(frame: pd.DataFrame, *, metrics: Iterable[str] = ("macro_f1",), results: Path | None = None) -> list[Figure]:
-    """Every figure the rows (and, for training curves, a local results directory) support, in page order."""
-    figures = cell_type_figures(frame, metrics) + domain_figures(frame) + tuning_figures(frame) + imputation_figure(frame)
+def all_figures(frame: pd.DataFrame, *, metrics: Iterable[str] = ("macro_f1",), results: Path | None = None,
+                read: Callable[[str, str], pd.DataFrame | None] | None = None, umap_cells: int | None = None,
+                umap_cache: Path | None = None) -> list[Figure]:
+    """Every figure the rows support, in page order: with ``read`` (a store's ``details``), also the
+    pictures of what cells kept (:mod:`grid.detail_figures`); with ``results`` (a local results
+    directory), the training curves."""
+    from . import detail_figures as pictures
+
+    figures = cell_type_figures(frame, metrics)
+    if read is not None:
+        figures += pictures.confusion_figures(frame, read)
+        figures += pictures.umap_figures(frame, read, umap_cells=umap_cells or pictures.details.UMAP_CELLS, cache=umap_cache)
+    figures += domain_figures(frame)
+    if read is not None:
+        figures += pictures.domain_map_figures(frame, read)
+    figures += tuning_figures(frame) + imputation_figure(frame)
     if results is not None:
         figures += training_curve_figures(results)
     return unique_names(figures)

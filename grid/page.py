@@ -25,6 +25,7 @@ from .store import DONE, FAILED
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .detail_figures import ReadDetails
     from .plan import Cell
 
 INDEX = "index.html"
@@ -64,6 +65,7 @@ class Report:
     failures: list[Failure]
     figures: list[Figure]
     summary: pd.DataFrame
+    notes: tuple[str, ...] = ()  # said above the figures: what the store could not draw, and why
 
 
 # -- gathering --------------------------------------------------------------------------------------------
@@ -118,16 +120,27 @@ def gather(
     metrics: Iterable[str] = ("macro_f1",),
     results_dir: Path | None = None,
     generated: datetime | None = None,
+    read: ReadDetails | None = None,
+    umap_cells: int | None = None,
+    umap_cache: Path | None = None,
 ) -> Report:
-    """Everything one page shows, from store rows (``frame``), the config's cells and the figures."""
+    """Everything one page shows, from store rows (``frame``), the config's cells, the figures and,
+    with ``read`` (the store's ``details``), the pictures of what cells kept."""
     from .report import summarize
 
     name = config_name or "ssl-st results"
+    figures = all_figures(frame, metrics=tuple(metrics), results=results_dir, read=read, umap_cells=umap_cells,
+                          umap_cache=umap_cache)
+    notes = []
+    pictures = {"confusion", "umap", "domain-maps"}
+    if read is not None and not frame.empty and not any(f.name.split("__")[0] in pictures for f in figures):
+        notes.append("No confusion matrices, domain maps or UMAPs: this store's cells kept no details (a store written "
+                     "before ssl-st kept them, or cells whose kinds keep none). Cells run from now on keep them; "
+                     "<code>ssl-st run --force</code> reruns the old ones.")
     return Report(
         title=f"ssl-st report: {name}", config_name=config_name, results=results,
         generated=generated or datetime.now(timezone.utc), statuses=statuses(frame, planned),
-        failures=failures(frame), figures=all_figures(frame, metrics=tuple(metrics), results=results_dir),
-        summary=summarize(frame),
+        failures=failures(frame), figures=figures, summary=summarize(frame), notes=tuple(notes),
     )
 
 
@@ -210,6 +223,7 @@ def figure_html(figure: Figure) -> str:
 
 SECTIONS = (
     ("cell-type", "Cell-type transfer"),
+    ("embeddings", "Embeddings"),
     ("domains", "Spatial domains"),
     ("tuning", "Tuning"),
     ("imputation", "Imputation"),
@@ -220,7 +234,7 @@ SECTIONS = (
 def figures_section(report: Report) -> str:
     if not report.figures:
         return '<h2 id="figures">Figures</h2><p>No scores recorded yet: nothing to draw.</p>'
-    out = []
+    out = [f'<p class="note">{note}</p>' for note in report.notes]  # notes are ours: HTML, nothing from the store
     for prefix, title in SECTIONS:  # a section of no known kind would be dropped: keep SECTIONS whole
         mine = [f for f in report.figures if f.section == prefix]
         if mine:

@@ -37,6 +37,7 @@ from .resources import RAY_BUILTIN, Resources
 from .plan import Artifact, Cell, Plan
 from .remote import Location, artifact_rel, remote_state
 from .store import DONE, FAILED, ObjectResultStore, ResultStore
+from .tasks import CellOutput
 
 MAX_ERROR_CHARS = 4000
 WATCH_EVERY_S = 10.0  # the watchdog speaks after this long without a finished cell, then as often
@@ -242,7 +243,7 @@ def _build_artifact(artifact: Artifact, root: str, rebuild: bool, resources: Res
 
 
 @ray.remote
-def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tuple[list, float]:
+def _run_cell(cell: Cell, workdir: str, keys: Sequence[str], *paths: str) -> tuple[CellOutput, float]:
     from .stages import run_cell
     from .tasks import CellInputs
 
@@ -267,7 +268,7 @@ def _build_artifact_remote(artifact: Artifact, location: Location, rebuild: bool
 
 
 @ray.remote
-def _run_cell_remote(cell: Cell, location: Location, needed: Sequence[Artifact], *built: str) -> tuple[list, float]:
+def _run_cell_remote(cell: Cell, location: Location, needed: Sequence[Artifact], *built: str) -> tuple[CellOutput, float]:
     from .remote import cell_inputs
     from .stages import run_cell
 
@@ -481,8 +482,8 @@ def execute(
                 watchdog.progressed()
                 cell = pending.pop(ref)
                 try:
-                    records, duration = ray.get(ref)
-                    store.write(cell, records, duration_s=duration)
+                    output, duration = ray.get(ref)
+                    store.write(cell, output.rows, duration_s=duration, details=output.details)
                     status = DONE
                 except Exception as err:  # a failed cell is a row, never a silent gap
                     artifact_error = _artifact_error(plan, cell, artifact_refs)

@@ -23,7 +23,7 @@ from .config import DatasetSpec, ModelSpec
 from .plan import Artifact, Cell, manifest_path, write_manifest
 from .pulled import local
 from .resources import Resources
-from .tasks import CellInputs, Row
+from .tasks import CellInputs, CellOutput
 
 
 def load_dataset(spec: DatasetSpec):
@@ -256,6 +256,8 @@ def build_artifact(artifact: Artifact, root: Path, inputs: dict[str, Path], *, d
     return build_model(artifact, root, inputs, device=device, rebuild=rebuild, resources=resources)
 
 
-def run_cell(cell: Cell, inputs: CellInputs) -> list[Row]:
-    """Evaluate one cell: ``(metric, value, kind)`` records, kind ``metric`` or ``info``."""
-    return cell.spec.run(cell, inputs)
+def run_cell(cell: Cell, inputs: CellInputs) -> CellOutput:
+    """Evaluate one cell: its ``(metric, value, kind)`` records (kind ``metric`` or ``info``) and the
+    details the report draws (:mod:`grid.details`); a kind may return the records alone."""
+    output = cell.spec.run(cell, inputs)
+    return output if isinstance(output, CellOutput) else CellOutput(list(output))

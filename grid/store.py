@@ -2,7 +2,8 @@
 
 ``<results>/cells/<cell_id>.parquet`` holds every metric of one cell (or, for a failed cell, one row
 with ``status = 'failed'`` and its error), so a crash can never leave half a cell behind, and the set
-of files *is* the record of what is done. Query the whole directory as one table with DuckDB
+of files *is* the record of what is done. ``<results>/details/<cell_id>.<kind>.parquet`` holds what
+the report draws from (:mod:`grid.details`), written before the row file. Query the whole directory as one table with DuckDB
 (:mod:`grid.query`) or ``pyarrow.dataset``.
 
 On object storage (``--results s3://bucket/prefix``) the same layout holds objects:
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ssl_st import __version__
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -168,6 +170,7 @@ class ResultStore:
     def __init__(self, root: str | Path, *, warn: Callable[[str], None] = _warn) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.details_dir = self.root / "details"
         self.quarantine_dir = self.root / "quarantine"
         self.warn = warn
         # unreadable files that could not be moved (a read-only store): left out of this store's reads
@@ -187,6 +190,9 @@ class ResultStore:
             return []
         return sorted(p for p in self.quarantine_dir.iterdir() if p.is_file())
 
+    def details_path(self, cell_id: str, kind: str) -> Path:
+        return self.details_dir / f"{cell_id}.{kind}.parquet"
+
     def write(
         self,
         cell: Cell,
@@ -194,13 +200,42 @@ class ResultStore:
         *,
         duration_s: float,
         error: str | None = None,
+        details: dict[str, pd.DataFrame] | None = None,
     ) -> Path:
-        """Record a finished cell: its metric records, or (``error`` set) one failed row."""
+        """Record a finished cell: its metric records, or (``error`` set) one failed row, after its
+        ``details`` (each written atomically; an earlier run's details of this cell are removed), so
+        that a cell with rows has the details it was written with."""
         import pyarrow.parquet as pq
 
+        from .details import KINDS, to_parquet_bytes
+
         table = cell_table(cell, records, duration_s=duration_s, error=error)
+        details = {} if error is not None else (details or {})
+        for kind in KINDS:
+            if kind not in details:
+                self.details_path(cell.cell_id, kind).unlink(missing_ok=True)
+        if details:
+            self.details_dir.mkdir(parents=True, exist_ok=True)
+        for kind, frame in details.items():
+            data = to_parquet_bytes(frame)
+            write_atomically(self.details_path(cell.cell_id, kind), lambda f, data=data: f.write(data))
         self.cells_dir.mkdir(parents=True, exist_ok=True)
         return write_atomically(self.path(cell.cell_id), lambda f: pq.write_table(table, f))
+
+    def details(self, cell_id: str, kind: str) -> pd.DataFrame | None:
+        """The ``kind`` details of a cell (:mod:`grid.details`), or None: none written (an older
+        store, a failed cell) or unreadable (warned about; the report draws without them)."""
+        import pyarrow.parquet as pq
+
+        path = self.details_path(cell_id, kind)
+        if not path.is_file():
+            return None
+        try:
+            return pq.read_table(path).to_pandas()
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises OSError, ArrowInvalid, ...
+            self.warn(f"{path}: unreadable cell details ({_one_line(f'{type(exc).__name__}: {exc}')}); left out of "
+                      "the report; `ssl-st run --force` rewrites them")
+            return None
 
     def sweep(self, min_age_s: float = 0.0) -> list[Path]:
         """Delete the temporary files that writers killed mid-write left in ``cells/``; the deleted paths.
@@ -210,10 +245,8 @@ class ResultStore:
         store's lock, and then every temporary file is a leftover. Without that lock, pass a
         ``min_age_s`` longer than a cell write takes (a write lasts well under a second).
         """
-        if not self.cells_dir.is_dir():
-            return []
         removed, now = [], time.time()
-        for tmp in self.cells_dir.glob(".*.tmp"):
+        for tmp in [*self.cells_dir.glob(".*.tmp"), *self.details_dir.glob(".*.tmp")]:
             try:
                 if now - tmp.stat().st_mtime >= min_age_s:
                     tmp.unlink()
@@ -339,6 +372,9 @@ class ObjectResultStore:
     def quarantined(self) -> list[str]:
         return [i.path for i in self.location.list("quarantine")]
 
+    def details_path(self, cell_id: str, kind: str) -> str:
+        return self.location.path("details", f"{cell_id}.{kind}.parquet")
+
     def write(
         self,
         cell: Cell,
@@ -346,12 +382,21 @@ class ObjectResultStore:
         *,
         duration_s: float,
         error: str | None = None,
+        details: dict[str, pd.DataFrame] | None = None,
     ) -> str:
         """Record a finished cell (see :meth:`ResultStore.write`): serialised whole in memory first,
-        then one PUT, so a failure leaves no object rather than part of one."""
+        then one PUT, so a failure leaves no object rather than part of one; details first."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from .details import KINDS, to_parquet_bytes
+
+        details = {} if error is not None else (details or {})
+        for kind in KINDS:
+            if kind not in details:
+                self.location.delete(self.details_path(cell.cell_id, kind))
+        for kind, frame in details.items():
+            self.location.write_bytes(self.details_path(cell.cell_id, kind), to_parquet_bytes(frame))
         sink = pa.BufferOutputStream()
         pq.write_table(cell_table(cell, records, duration_s=duration_s, error=error), sink)
         path = self.path(cell.cell_id)
@@ -361,6 +406,23 @@ class ObjectResultStore:
     def sweep(self, min_age_s: float = 0.0) -> list[str]:
         """Nothing to sweep: an interrupted PUT leaves no object."""
         return []
+
+    def details(self, cell_id: str, kind: str) -> pd.DataFrame | None:
+        """As :meth:`ResultStore.details`, from the cell's details object."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        path = self.details_path(cell_id, kind)
+        data = self.location.read_bytes(path)
+        if data is None:
+            return None
+        try:
+            return pq.read_table(io.BytesIO(data)).to_pandas()
+        except Exception as exc:  # noqa: BLE001 - a damaged object raises OSError, ArrowInvalid, ...
+            self.warn(f"{self.location.url('details', path.rsplit('/', 1)[-1])}: unreadable cell details "
+                      f"({_one_line(f'{type(exc).__name__}: {exc}')}); left out of the report")
+            return None
 
     def unreadable(self, path: str) -> str | None:
         import pyarrow.parquet as pq

@@ -127,6 +127,16 @@ def test_clustering_and_tuning_run_in_the_grid(tmp_path, ray_address):
             assert (values["tune_score"] == pytest.approx(values["ari"])) is same, (mode, values)
     # the report's table shows the clustering tasks too
     assert "domains" in done.stdout and "ari" in done.stdout
+    # every domain map was kept beside its rows, and scores what they say
+    from sklearn.metrics import adjusted_rand_score
+
+    from grid import details
+
+    for cell_id, cell in table[table["task"].isin(["domains", "tuned"])].groupby("cell_id"):
+        kept = ResultStore(results).details(cell_id, details.DOMAINS)
+        assert kept is not None and len(kept) == 500 and kept[["x", "y"]].notna().all().all()
+        ari = cell[cell["metric"] == "ari"]["value"].item()
+        assert adjusted_rand_score(kept["truth"], kept["domain"]) == pytest.approx(ari)
 
     # a tuning cell lost before it was recorded (a killed run) resumes from its Tune experiment:
     # the finished trials are reused, not rerun

@@ -32,6 +32,7 @@ from grid import ray_exec
 from grid.config import load_config
 from grid.plan import expand
 from grid.store import ResultStore
+from grid.tasks import CellOutput
 
 config, results, attempts = sys.argv[1:4]
 
@@ -47,7 +48,7 @@ def hog(cell, workdir, keys, *paths):
     for _ in range(40):  # up to 8 GB, 200 MB at a time, every page touched
         blocks.append(np.ones(25 * 2**20))
         time.sleep(0.1)
-    return [("macro_f1", 0.5, "metric")], 1.0
+    return CellOutput([("macro_f1", 0.5, "metric")]), 1.0
 
 class Notes:
     def start(self, total, artifacts): pass

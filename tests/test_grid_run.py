@@ -33,6 +33,7 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     zs = table[(table["mode"] == "zero-shot") & (table["model"] == "random-mask")]
     assert json.loads(zs["config"].iloc[0])["model"]["artifact"]["model"]["method"] == "random-mask"
     assert "mean ± sd over seeds" in first.stdout and "merscope" in first.stdout
+    assert_details_match_rows(results, table)
 
     files_before = {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()}
     second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
@@ -147,6 +148,31 @@ def test_every_method_and_mode_runs_in_the_grid(tmp_path, ray_address):
     assert {"macro_f1", "head_macro_f1", "best_epoch"} <= set(fine["metric"])
     assert set(fine["model"]) == {"rm", "gp", "bt", "published"}, cells
     assert (table[table["kind"] == "metric"]["value"].between(0, 1)).all()
+    assert_details_match_rows(results, table)
+
+
+def assert_details_match_rows(results, table) -> None:
+    """Every cell kept its test predictions, which score exactly what its rows say; frozen encoders
+    kept their embedding (every cell of these small sections, in the model's output width)."""
+    from grid import details
+    from ssl_st.metrics import classification
+
+    store = ResultStore(results)
+    for cell in table.drop_duplicates("cell_id").itertuples():
+        predictions = store.details(cell.cell_id, details.PREDICTIONS)
+        assert predictions is not None, cell
+        n_test = table[(table["cell_id"] == cell.cell_id) & (table["metric"] == "n_test")]["value"].item()
+        assert len(predictions) == n_test
+        recorded = table[(table["cell_id"] == cell.cell_id) & (table["metric"] == "macro_f1")]["value"].item()
+        assert classification(predictions["true"], predictions["predicted"])["macro_f1"] == pytest.approx(recorded)
+        embedding = store.details(cell.cell_id, details.EMBEDDING)
+        if cell.mode != "zero-shot":
+            assert embedding is None, cell
+            continue
+        n_cells = table[(table["cell_id"] == cell.cell_id) & (table["metric"] == "n_cells")]["value"].item()
+        width = 64 if cell.model == "published" else 16  # the published layout ends in 64 dimensions
+        assert details.embedding_matrix(embedding).shape == (n_cells, width)
+        assert set(embedding["obs"]) >= set(predictions["obs"])
 
 
 def test_mouse_through_orthologs_and_coverage_floor(tmp_path, ray_address):

@@ -54,6 +54,14 @@ def _config(tmp_path, section, text=CONFIG, **extra):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def section_rows(obs, section) -> list[int]:
+    """Row numbers of ``obs`` names in the section's h5ad."""
+    import anndata as ad
+
+    names = list(ad.read_h5ad(section / "section.h5ad", backed="r").obs_names)
+    return [names.index(o) for o in obs]
+
+
 def test_zero_shot_on_shards_scores_what_the_h5ad_scores(tmp_path, section, ray_address):
     config = _config(tmp_path, section)
     results = tmp_path / "results"
@@ -64,6 +72,20 @@ def test_zero_shot_on_shards_scores_what_the_h5ad_scores(tmp_path, section, ray_
     f1 = table[table["metric"] == "macro_f1"].pivot_table(index=["model", "seed"], columns="dataset", values="value")
     assert len(f1) == 2
     np.testing.assert_allclose(f1["section-shards"], f1["section"], atol=1e-9)
+    # the streamed cells keep what the in-memory ones keep: the same predictions (cells named by row
+    # number, labels as text) and the same embedding sample
+    from grid import details
+
+    store = ResultStore(results)
+    for (_, seed), cells in table.drop_duplicates("cell_id").groupby(["model", "seed"]):
+        by_dataset = dict(zip(cells["dataset"], cells["cell_id"]))
+        streamed = store.details(by_dataset["section-shards"], details.PREDICTIONS)
+        in_memory = store.details(by_dataset["section"], details.PREDICTIONS)
+        assert streamed["obs"].tolist() == [str(i) for i in section_rows(in_memory["obs"], section)]
+        assert streamed[["true", "predicted"]].equals(in_memory[["true", "predicted"]])
+        np.testing.assert_allclose(details.embedding_matrix(store.details(by_dataset["section-shards"], details.EMBEDDING)),
+                                   details.embedding_matrix(store.details(by_dataset["section"], details.EMBEDDING)),
+                                   atol=1e-5)
     info = table[(table["dataset"] == "section-shards") & (table["kind"] == "info")]
     assert set(info[info["metric"] == "n_cells"]["value"]) == {300.0}
     assert {"n_test", "genes_mapped", "vocabulary_coverage"} <= set(info["metric"])

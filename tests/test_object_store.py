@@ -88,6 +88,7 @@ def _memory_location() -> Location:
 
 
 def test_the_object_store_records_reads_queries_and_quarantines_cells(tmp_path):
+    from grid import details
     from grid.query import fetch
 
     cells = expand(load_config(tiny_config(tmp_path))).cells[:3]
@@ -95,9 +96,13 @@ def test_the_object_store_records_reads_queries_and_quarantines_cells(tmp_path):
     warnings: list[str] = []
     store = ObjectResultStore(location, warn=warnings.append)
     assert store.statuses() == {} and fetch(location, "SELECT count(*) FROM results")[1] == [(0,)]
-    store.write(cells[0], [("macro_f1", 0.5, "metric"), ("n_test", 10.0, "info")], duration_s=1.0)
+    kept = details.predictions(["c1", "c2"], ["a", "b"], ["a", "a"])
+    store.write(cells[0], [("macro_f1", 0.5, "metric"), ("n_test", 10.0, "info")], duration_s=1.0,
+                details={details.PREDICTIONS: kept})
     store.write(cells[1], None, duration_s=0.0, error="boom")
     assert store.statuses() == {cells[0].cell_id: "done", cells[1].cell_id: "failed"}
+    assert store.details(cells[0].cell_id, details.PREDICTIONS).equals(kept)
+    assert store.details(cells[1].cell_id, details.PREDICTIONS) is None
     columns, rows = fetch(location, "SELECT cell_id, metric, value FROM results WHERE kind = 'metric'")
     assert rows == [(cells[0].cell_id, "macro_f1", 0.5)]
     # an object that is not a cell file (written by something else) is moved aside, not fatal

@@ -51,6 +51,46 @@ def write_tensorboard_log(folder: Path, epochs: int = 6) -> None:
     writer.close()
 
 
+TYPES = ("L2/3 IT", "L5 ET", "PVALB", "SST", "astrocyte", "microglia")
+LAYERS = ("L1", "L2/3", "L4", "L5", "L6", "WM")
+
+
+def cell_details(cell_id: str, mode: str, n: int = 240) -> dict:
+    """Stand-in details of a cell-type cell: test predictions right ~70 % of the time, and for a
+    frozen encoder an embedding in which each type is a cloud (so that a UMAP has shape)."""
+    import numpy as np
+
+    from grid import details
+
+    rng = np.random.default_rng(int(cell_id[:8], 16) % 2**32)
+    obs = np.array([f"cell{i}" for i in range(n)])
+    truth = np.array(TYPES)[np.arange(n) % len(TYPES)]
+    test = np.arange(0, n, 5)  # every type among them
+    predicted = np.where(rng.random(len(test)) < 0.7, truth[test], rng.choice(TYPES, len(test)))
+    out = {details.PREDICTIONS: details.predictions(obs[test], truth[test], predicted)}
+    if mode == "zero-shot":
+        centres = np.random.default_rng(0).normal(size=(len(TYPES), 16)) * 3
+        values = centres[np.arange(n) % len(TYPES)] + rng.normal(size=(n, 16))
+        out[details.EMBEDDING] = details.embedding_sample(obs, truth, values)
+    return out
+
+
+def domain_details(cell_id: str, side: int = 20) -> dict:
+    """Stand-in domains of a spatial-clustering cell: six layers on a grid, found as numbered
+    domains (in another order) with 10 % of the cells wrong."""
+    import numpy as np
+
+    from grid import details
+
+    rng = np.random.default_rng(int(cell_id[:8], 16) % 2**32)
+    xy = np.array([(x, y) for y in range(side) for x in range(side)], dtype=float) * 10
+    layer = np.minimum(xy[:, 1] // (10 * side / len(LAYERS)), len(LAYERS) - 1).astype(int)
+    found = (layer + 3) % len(LAYERS)
+    found = np.where(rng.random(len(found)) < 0.1, rng.integers(0, len(LAYERS), len(found)), found)
+    return {details.DOMAINS: details.domains([f"spot{i}" for i in range(len(xy))], xy, found,
+                                             np.array(LAYERS)[layer])}
+
+
 def build_store(root: Path) -> Path:
     """A small store of every kind the report draws, plus one failed cell; returns ``root``."""
     from grid.config import load_config
@@ -63,13 +103,13 @@ def build_store(root: Path) -> Path:
             continue
         if c.task == "cell-type-spatial" and c.dataset == "merscope":
             rows = [(m, _score(c.cell_id, m), "metric") for m in ("macro_f1", "weighted_f1", "accuracy")]
-            store.write(c, rows + [("n_test", 100.0, "info")], duration_s=1.0)
+            store.write(c, rows + [("n_test", 100.0, "info")], duration_s=1.0, details=cell_details(c.cell_id, c.mode))
         elif c.task == "cell-type-imputed" and c.dataset == "xenium-spage" and c.mode == "zero-shot" and c.seed != 761:
             rows = [("macro_f1", _score(c.cell_id), "metric"), ("imputation_holdout_r", 0.61 + c.seed / 1e4, "info")]
             store.write(c, rows, duration_s=1.0)
         elif c.task == "spatial-domains" and c.mode == "stagate" and c.seed != 761:
             rows = [(m, _score(c.cell_id, m), "metric") for m in ("ari", "nmi", "chaos", "pas")]
-            store.write(c, rows, duration_s=1.0)
+            store.write(c, rows, duration_s=1.0, details=domain_details(c.cell_id))
         elif c.label() == FAILED_LABEL:
             store.write(c, None, duration_s=1.0, error=ERROR)
     # tuned domain maps (the paper grid has none): label-free and oracle searches
@@ -91,7 +131,16 @@ def results(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rendered(results) -> tuple[Path, str, str]:
+def umap_cache(tmp_path_factory) -> Path:
+    """``$SSL_ST_CACHE`` of this module's reports (UMAPs are cached there), not the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_ST_CACHE", str(cache))
+        yield cache / "umap"
+
+
+@pytest.fixture(scope="module")
+def rendered(results, umap_cache) -> tuple[Path, str, str]:
     """The report of ``results`` against the paper's config: (folder, HTML, CLI stdout)."""
     out = results.parent / "report"
     done = run_cli("report", str(PAPER), "--results", str(results), "--out", str(out), check=True)
@@ -119,7 +168,46 @@ def test_every_figure_is_embedded_and_written_as_png_and_svg(rendered):
         assert ET.parse(png.with_suffix(".svg")).getroot().tag.endswith("svg")
     assert len(embedded) == len(pngs)
     kinds = {n.split("__")[0] for n in names}
-    assert kinds == {"cell-type", "domains", "tuning", "imputation", "training"}, names
+    assert kinds == {"cell-type", "confusion", "umap", "domains", "domain-maps", "tuning", "imputation", "training"}, names
+
+
+def test_pictures_come_from_what_the_cells_kept(rendered, results, umap_cache):
+    """Confusion matrices pool the seeds' predictions, domain maps show the first seed's domains in
+    the truth's colours, UMAPs are cached by content and redrawn identically from the cache."""
+    from grid import detail_figures
+
+    out, page, _ = rendered
+    assert '<h2 id="embeddings">Embeddings</h2>' in page and 'id="fig-confusion__' in page
+    assert "seed 42" in page and "matched one to one" in page and "No confusion matrices" not in page
+    # one UMAP per model of merscope (zero-shot cells: 3 models), each cached once
+    assert len(list(umap_cache.glob("*.npy"))) == 3
+    before = (out / "figures" / "umap__merscope.png").read_bytes()
+    again = results.parent / "again"
+    run_cli_here("report", "--results", results, "--out", again, check=True)
+    assert (again / "figures" / "umap__merscope.png").read_bytes() == before
+    assert len(list(umap_cache.glob("*.npy"))) == 3
+    # the matrices are the seeds' predictions pooled, each row a distribution
+    store = ResultStore(results)
+    frame = store.table().to_pandas()
+    pca = frame[(frame["dataset"] == "merscope") & (frame["mode"] == "pca")].drop_duplicates("cell_id")
+    kept = [store.details(c, "predictions") for c in pca["cell_id"]]
+    matrix = detail_figures.confusion(kept)
+    assert matrix.sum(axis=1).round(9).eq(1).all() and list(matrix.index) == sorted(TYPES)
+    pooled = __import__("pandas").concat(kept)
+    first = pooled[pooled["true"] == TYPES[0]]
+    assert matrix.loc[TYPES[0], TYPES[0]] == pytest.approx((first["predicted"] == TYPES[0]).mean())
+
+
+def test_domains_are_matched_to_the_truth_one_to_one():
+    import pandas as pd
+
+    from grid.detail_figures import aligned
+
+    truth = pd.Series(["a", "a", "b", "b", "c", "c", "c"])
+    found = pd.Series([2, 2, 0, 0, 1, 1, 5])  # 5: a seventh domain with no truth left to match
+    assert aligned(found, truth).tolist() == ["a", "a", "b", "b", "c", "c", "other 1"]
+    # one to one: two found domains inside one true domain do not both take its name
+    assert aligned(pd.Series([0, 1, 1, 2]), pd.Series(["a", "a", "a", "b"])).tolist() == ["other 1", "a", "a", "b"]
 
 
 def test_the_failed_cell_is_listed_with_its_error_escaped(rendered):
@@ -209,6 +297,18 @@ def test_a_store_without_figure_data_still_reports_its_tables(tmp_path):
     assert "nothing to draw" in page and "RuntimeError: out of memory" in page
     assert "cell-type/xenium/-/pca/seed=2" in page
     assert list((tmp_path / "r" / "figures").iterdir()) == []
+
+
+def test_a_store_written_before_cells_kept_details_reports_its_scores_and_says_why_no_pictures(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for seed in (1, 2):
+        cell = SimpleNamespace(cell_id=f"{seed:016x}", task="cell-type", dataset="xenium", model=None, mode="pca",
+                               seed=seed, content={})
+        store.write(cell, [("macro_f1", 0.5 + seed / 10, "metric")], duration_s=1.0)
+    run_cli_here("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), check=True)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "this store&#x27;s cells kept no details" in page or "this store's cells kept no details" in page
+    assert [p.name for p in (tmp_path / "r" / "figures").glob("*.png")] == ["cell-type__cell-type__xenium__macro_f1.png"]
 
 
 @pytest.mark.parametrize("case", ["missing store", "unreadable config", "out is the results", "out is a foreign folder",

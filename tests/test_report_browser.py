@@ -186,7 +186,8 @@ def test_the_harness_sees_console_errors_and_broken_images(browser, tmp_path):
     assert visit.images == [(True, 0, 0)]
 
 
-def test_the_report_loads_cleanly_and_every_figure_renders(browser, tmp_path):
+def test_the_report_loads_cleanly_and_every_figure_renders(browser, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_ST_CACHE", str(tmp_path / "cache"))  # the UMAPs' cache
     results = build_store(tmp_path / "results")
     out = tmp_path / "report"
     # `ssl-st report` in this process: the command itself is tests/test_report.py's, run as a user would
@@ -196,7 +197,7 @@ def test_the_report_loads_cleanly_and_every_figure_renders(browser, tmp_path):
     visit = browser.visit((out / "index.html").as_uri())
 
     assert visit.errors == []
-    assert len(visit.images) == n_figures >= 5
+    assert len(visit.images) == n_figures >= 8  # with a confusion matrix, a domain map and a UMAP
     assert all(complete and width > 100 and height > 100 for complete, width, height in visit.images), visit.images
     assert FAILED_LABEL in visit.text  # visible, not only in the markup
     assert "<script>alert('x')</script>" in visit.text  # the error shown as text, not run

@@ -16,6 +16,7 @@ from grid.plan import expand
 from grid.resources import Resources
 from grid.schema import ConfigError
 from grid.store import ResultStore
+from grid.tasks import CellOutput
 
 from .conftest import run_cli, tiny_config
 
@@ -270,7 +271,7 @@ def test_a_killed_cell_is_rerun_with_more_memory_and_the_run_says_so(tmp_path, r
             fh.write(f"{memory:g}\n")
         if len(attempts.read_text().splitlines()) == 1:
             os.kill(os.getpid(), signal.SIGKILL)
-        return [("macro_f1", 0.5, "metric")], 0.1
+        return CellOutput([("macro_f1", 0.5, "metric")]), 0.1
 
     extra = "retries: 2\nretry_memory_factor: 2\nresources:\n  cell-type: {memory_gb: 0.25}\n"
     cell, store, progress, summary = _run_one_cell(tmp_path, monkeypatch, dies_once, extra)

@@ -37,6 +37,34 @@ def _store(root: Path, n: int = 4, rows: int = 50, warnings: list[str] | None = 
     return store
 
 
+def test_details_are_written_before_the_rows_and_never_outlive_a_rerun(tmp_path):
+    """A cell's details go down atomically before its row file; a rerun that keeps fewer kinds, or
+    fails, leaves none of the earlier run's behind; a writer killed mid-write leaves only a
+    temporary file, which the next run sweeps."""
+    from grid import details
+
+    store = ResultStore(tmp_path)
+    cell = _cell(1)
+    kept = {details.PREDICTIONS: details.predictions(["c1", "c2"], ["a", "b"], ["a", "b"]),
+            details.EMBEDDING: details.embedding_sample(["c1"], ["a"], [[0.5, 1.5]])}
+    store.write(cell, [("macro_f1", 1.0, "metric")], duration_s=1.0, details=kept)
+    assert store.details(cell.cell_id, details.PREDICTIONS).equals(kept[details.PREDICTIONS])
+    assert details.embedding_matrix(store.details(cell.cell_id, details.EMBEDDING)).tolist() == [[0.5, 1.5]]
+    assert store.details_path(cell.cell_id, details.EMBEDDING).stat().st_mtime_ns <= store.path(cell.cell_id).stat().st_mtime_ns
+    store.write(cell, [("macro_f1", 1.0, "metric")], duration_s=1.0, details={details.PREDICTIONS: kept[details.PREDICTIONS]})
+    assert store.details(cell.cell_id, details.EMBEDDING) is None
+    store.write(cell, None, duration_s=1.0, error="boom")
+    assert sorted(store.details_dir.iterdir()) == []
+    # damaged details are left out with a warning, never fatal
+    warnings: list[str] = []
+    store = ResultStore(tmp_path, warn=warnings.append)
+    store.details_path(cell.cell_id, details.DOMAINS).write_bytes(b"not parquet")
+    assert store.details(cell.cell_id, details.DOMAINS) is None and "unreadable cell details" in warnings[0]
+    leftover = store.details_dir / f".{cell.cell_id}.domains.0123.tmp"
+    leftover.write_bytes(b"half")
+    assert leftover in store.sweep()
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 

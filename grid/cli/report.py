@@ -1,7 +1,8 @@
 """``ssl-st report``: the result store as one self-contained HTML page plus its figures (PNG, SVG).
 
-Reads the store (and, given one, the config, to count pending cells) and draws with matplotlib;
-imports nothing of the science, so it answers in seconds however far the grid has run.
+Reads the store (and, given one, the config, to count pending cells) and draws with matplotlib, and
+with scanpy where cells kept embeddings or domain maps (UMAPs are cached, so a redraw takes seconds);
+imports nothing of the models, so it answers however far the grid has run.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from typing import Annotated
 
 import typer
 
+from ..details import EMBEDDING_SAMPLE, UMAP_CELLS
 from .common import app, err, fail, out
 from .experiments import DEFAULT_RESULTS, ResultsOpt, _read_store, _root
 
 DEFAULT_OUT = Path("report")
 SCORE_METRICS = ("macro_f1", "weighted_f1", "accuracy")  # ssl_st.metrics.CLASSIFICATION_METRICS (not imported: light)
+
 
 
 def _check_out(out_dir: Path, results: object) -> None:
@@ -58,6 +61,9 @@ def report(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder: index.html and figures/ (replaced whole).")] = DEFAULT_OUT,
     metrics: Annotated[list[str] | None, typer.Option(
         "--metric", help=f"Cell-type score to plot; repeat for more ({', '.join(SCORE_METRICS)}; default macro_f1).")] = None,
+    umap_cells: Annotated[int, typer.Option(
+        "--umap-cells", help=f"Cells per UMAP, a seeded sample of what each zero-shot cell kept (at most {EMBEDDING_SAMPLE:,}).",
+    )] = UMAP_CELLS,
 ) -> None:
     """One self-contained HTML page of the results (status, failures, figures, summary), offline-ready."""
     import time
@@ -66,17 +72,21 @@ def report(
     metrics = metrics or ["macro_f1"]
     if unknown := [m for m in metrics if m not in SCORE_METRICS]:
         raise fail(f"--metric {unknown[0]}: not a cell-type score; choose from {', '.join(SCORE_METRICS)}")
+    if not 3 <= umap_cells <= EMBEDDING_SAMPLE:
+        raise fail(f"--umap-cells {umap_cells}: give 3 to {EMBEDDING_SAMPLE:,} (cells keep a sample of at most that many)")
     root = _root(results)
     store = _read_store(root, must_exist=True)
     _check_out(out_dir, root)
     name, planned = _planned(config) if config is not None else (None, None)
 
+    from ..detail_figures import umap_cache
     from ..page import gather, write
     from ..remote import display
 
     frame = store.table().to_pandas()
     page = gather(frame, results=str(root) if isinstance(root, Path) else display(results), config_name=name,
-                  planned=planned, metrics=metrics, results_dir=root if isinstance(root, Path) else None)
+                  planned=planned, metrics=metrics, results_dir=root if isinstance(root, Path) else None,
+                  read=store.details, umap_cells=umap_cells, umap_cache=umap_cache())
     index = write(page, out_dir)
     err.print(f"{len(page.figures)} figure(s), {len(page.failures)} failed cell(s), {time.monotonic() - start:.1f} s",
               highlight=False)

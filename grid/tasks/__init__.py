@@ -6,6 +6,6 @@ kinds are ``cell-type`` (:mod:`grid.tasks.celltype`) and ``spatial-clustering`` 
 ``tune-clustering`` (:mod:`grid.tasks.clustering`).
 """
 
-from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec
+from .base import TASK_KINDS, CellInputs, CellOutput, CellSpec, Row, TaskSpec
 
-__all__ = ["TASK_KINDS", "CellInputs", "CellSpec", "Row", "TaskSpec"]
+__all__ = ["TASK_KINDS", "CellInputs", "CellOutput", "CellSpec", "Row", "TaskSpec"]

@@ -16,7 +16,7 @@ reading and planning a config stays fast.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -25,6 +25,8 @@ from ssl_st.registry import Registry
 from ..resources import Resources
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..config import ExperimentConfig
     from ..plan import Cell, Expansion
 
@@ -32,6 +34,15 @@ TASK_KINDS: Registry = Registry("task kind", builtin=("grid.tasks.celltype", "gr
 
 Row = tuple[str, float, str]
 """One record of a finished cell: ``(metric, value, kind)``, kind ``metric`` (a score) or ``info``."""
+
+
+@dataclass(frozen=True)
+class CellOutput:
+    """What a cell returns: its records, and the tables the report draws from, by kind
+    (:mod:`grid.details`: ``predictions``, ``domains``, ``embedding``), kept beside the rows."""
+
+    rows: list[Row]
+    details: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,7 @@ class CellSpec(Protocol):
     @property
     def stage(self) -> str: ...
 
-    def run(self, cell: Cell, inputs: CellInputs) -> list[Row]: ...
+    def run(self, cell: Cell, inputs: CellInputs) -> list[Row] | CellOutput: ...
 
     def nested_requests(self) -> dict[str, tuple[Resources, str]]:
         """Tasks this cell starts itself (a Tune run's trials), by description: what each asks for

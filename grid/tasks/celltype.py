@@ -7,7 +7,7 @@ same network from random weights; ``pca`` is the model-free kNN baseline (``ssl_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ssl_st.models import Architecture
@@ -15,7 +15,7 @@ from ssl_st.tasks import CellTypeConfig, FineTuneConfig
 
 from ..resources import Resources
 from ..schema import FieldError
-from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec, refuse_sharded
+from .base import TASK_KINDS, CellInputs, CellOutput, CellSpec, Row, TaskSpec, refuse_sharded
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -39,9 +39,10 @@ class CellTypeCell(CellSpec):
     def stage(self) -> str:
         return "fine-tune" if self.mode in TRAINING_MODES else "cell-type"
 
-    def run(self, cell: Cell, inputs: CellInputs) -> list[Row]:
+    def run(self, cell: Cell, inputs: CellInputs) -> CellOutput:
         import anndata as ad
 
+        from ssl_st import tl
         from ssl_st.genes import Vocabulary
         from ssl_st.models import SSLModel
         from ssl_st.tasks import fine_tune, pca_baseline, supervised, zero_shot
@@ -67,9 +68,12 @@ class CellTypeCell(CellSpec):
         imputation = adata.uns.get("ssl_st_imputation", {})
         if "holdout_pearson_r_mean" in imputation:  # how well the imputed genes were recovered
             rows.append(("imputation_holdout_r", float(imputation["holdout_pearson_r_mean"]), "info"))
-        return rows
+        names = adata.obs_names.to_numpy().astype(str)
+        y = adata.obs[self.config.label_key].astype(str).to_numpy()
+        embedding = adata.obsm[tl.embedding_key(model.method)] if self.mode == "zero-shot" else None
+        return CellOutput(rows, _details(names.__getitem__, y.__getitem__, result, embedding))
 
-    def _run_embedded(self, cell: Cell, inputs: CellInputs) -> list[Row]:
+    def _run_embedded(self, cell: Cell, inputs: CellInputs) -> CellOutput:
         """Zero-shot on a sharded dataset: kNN on the embedding the grid streamed (an artifact every
         seed shares), with the labels read from the shards' obs columns alone."""
         from ssl_st.shards import read_embedding
@@ -85,10 +89,31 @@ class CellTypeCell(CellSpec):
             raise ValueError(f"{inputs.embedding}: the embedding has {embedding.manifest.n_rows:,} cells and the dataset "
                              f"{source.n_rows:,}; rebuild it (ssl-st run --force)")
         # as category codes: a million labels as Python strings would cost more than the embedding
-        y = source.read_obs([self.config.label_key])[self.config.label_key].astype("category").cat.codes.to_numpy()
+        labels = source.read_obs([self.config.label_key])[self.config.label_key].astype("category")
+        y = labels.cat.codes.to_numpy()
         result = zero_shot_embedded(embedding.values, y, self.config, cell.seed,
                                     coverage=embedding.manifest.info.get("coverage", {}))
-        return [(k, v, "metric") for k, v in result.metrics.items()] + [(k, v, "info") for k, v in result.info.items()]
+        rows: list[Row] = [(k, v, "metric") for k, v in result.metrics.items()]
+        rows += [(k, v, "info") for k, v in result.info.items()]
+        names = labels.cat.categories.astype(str).to_numpy()
+        # the kNN predicted codes; a sharded dataset's cells are named by their row numbers
+        result = replace(result, predicted=names[result.predicted])
+        return CellOutput(rows, _details(lambda r: r.astype(str), lambda r: names[y[r]], result, embedding.values))
+
+
+def _details(obs_of, labels_of, result, embedding) -> dict:
+    """The cell's details (:mod:`grid.details`): the test cells' predictions, and for a frozen encoder
+    a seeded sample of the embedding it scored. ``obs_of(rows)`` and ``labels_of(rows)`` give the
+    names and labels of row indices, so that a million-cell dataset makes text only for those."""
+    from .. import details
+
+    out = {}
+    if result.test is not None and result.predicted is not None:
+        out[details.PREDICTIONS] = details.predictions(obs_of(result.test), labels_of(result.test), result.predicted)
+    if embedding is not None:
+        rows = details.sample_rows(len(embedding))
+        out[details.EMBEDDING] = details.embedding_sample(obs_of(rows), labels_of(rows), embedding[rows])
+    return out
 
 
 @TASK_KINDS.register

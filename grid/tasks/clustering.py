@@ -18,7 +18,7 @@ from ssl_st.tl import embedding_key
 
 from .. import schema
 from ..resources import Resources
-from .base import TASK_KINDS, CellInputs, CellSpec, Row, TaskSpec, refuse_sharded
+from .base import TASK_KINDS, CellInputs, CellOutput, CellSpec, Row, TaskSpec, refuse_sharded
 
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
@@ -40,10 +40,12 @@ class DomainCell(CellSpec):
     target_sum: float | Literal["median"] | None = None  # model input: normalisation before embedding
     min_coverage: float | None = None  # model input: fail below this gene coverage
 
-    def run(self, cell: Cell, inputs: CellInputs) -> list[Row]:
+    def run(self, cell: Cell, inputs: CellInputs) -> CellOutput:
         import anndata as ad
 
         from cluster import find_domains, output_key, score_domains
+
+        from .. import details
 
         adata = ad.read_h5ad(inputs.data)
         rows: list[Row] = self._embed(adata, inputs) if inputs.model else []
@@ -59,7 +61,11 @@ class DomainCell(CellSpec):
         metrics = score_domains(adata, key=key, labels=self.labels, library_key=config.library_key)
         rows += [(name, value, "metric") for name, value in metrics.items() if name != "n_domains"]
         rows += [(name, float(value), "info") for name, value in {**result.info, **info}.items()]
-        return rows
+        out = {}
+        if "spatial" in adata.obsm:  # the map the report draws beside the truth
+            truth = adata.obs[self.labels] if self.labels is not None else None
+            out[details.DOMAINS] = details.domains(adata.obs_names, adata.obsm["spatial"], adata.obs[key], truth)
+        return CellOutput(rows, out)
 
     def _settings(self, adata: Any, cell: Cell, inputs: CellInputs) -> tuple[DomainConfig, dict[str, float]]:
         """The settings to run: this cell's own (a tuned cell searches them first)."""

@@ -42,8 +42,13 @@ PCA_COVARIANCE_MAX_GENES = 1000
 
 @dataclass(frozen=True)
 class TaskResult:
+    """Scores, the facts needed to read them, and what was predicted: ``test`` (row indices of the
+    test split) and ``predicted`` (the kNN's label for each of them), for confusion matrices."""
+
     metrics: dict[str, float]
     info: dict[str, float] = field(default_factory=dict)
+    test: np.ndarray | None = None
+    predicted: np.ndarray | None = None
 
 
 # The second call's ``test_size`` as the study wrote it, for the splits it used: 0.1765 is not
@@ -73,9 +78,15 @@ def labels(adata: AnnData, key: str) -> np.ndarray:
     return adata.obs[key].astype(str).to_numpy()
 
 
-def knn_scores(embedding: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> dict[str, float]:
-    knn = KNeighborsClassifier(n_neighbors=k).fit(embedding[train], y[train])
-    return metrics.classification(y[test], knn.predict(embedding[test]))
+def knn_predict(embedding: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> np.ndarray:
+    """The labels kNN (``k`` neighbours, Euclidean, uniform votes) fit on ``train`` gives the ``test`` rows."""
+    return KNeighborsClassifier(n_neighbors=k).fit(embedding[train], y[train]).predict(embedding[test])
+
+
+def knn_result(embedding: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, k: int,
+               info: dict[str, float]) -> TaskResult:
+    predicted = knn_predict(embedding, y, train, test, k)
+    return TaskResult(metrics.classification(y[test], predicted), info, test=test, predicted=predicted)
 
 
 def _info(adata: AnnData, y: np.ndarray, train: np.ndarray, test: np.ndarray, coverage: Coverage) -> dict[str, float]:
@@ -98,7 +109,7 @@ def zero_shot(adata: AnnData, model: SSLModel, config: CellTypeConfig, seed: int
     coverage = tl.embed(
         adata, model, key=key, target_sum=config.target_sum, min_coverage=config.min_coverage, device=device
     )
-    return TaskResult(knn_scores(adata.obsm[key], y, train, test, config.k), _info(adata, y, train, test, coverage))
+    return knn_result(adata.obsm[key], y, train, test, config.k, _info(adata, y, train, test, coverage))
 
 
 def zero_shot_embedded(embedding: np.ndarray, y: np.ndarray, config: CellTypeConfig, seed: int, *,
@@ -114,7 +125,7 @@ def zero_shot_embedded(embedding: np.ndarray, y: np.ndarray, config: CellTypeCon
         info["genes_mapped"] = float(coverage["mapped_genes"])
     if "vocabulary_fraction" in coverage:
         info["vocabulary_coverage"] = float(coverage["vocabulary_fraction"])
-    return TaskResult(knn_scores(embedding, y, train, test, config.k), info)
+    return knn_result(embedding, y, train, test, config.k, info)
 
 
 def pca_baseline(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig, seed: int) -> TaskResult:
@@ -122,7 +133,7 @@ def pca_baseline(adata: AnnData, vocabulary: Vocabulary, config: CellTypeConfig,
     train, _, test = split_indices(adata.n_obs, seed, config.split)
     inputs, coverage = model_input(adata, vocabulary, config.target_sum, min_coverage=config.min_coverage)
     embedding = pca_embedding(inputs, train, config.pca_components)
-    return TaskResult(knn_scores(embedding, y, train, test, config.k), _info(adata, y, train, test, coverage))
+    return knn_result(embedding, y, train, test, config.k, _info(adata, y, train, test, coverage))
 
 
 def pca_embedding(inputs: sp.spmatrix, train: np.ndarray, n_components: int, *, solver_seed: int = 0) -> np.ndarray:

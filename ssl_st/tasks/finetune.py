@@ -29,7 +29,7 @@ from .. import metrics
 from ..models import resolve_device
 from ..nn import Classifier
 from ..pp import model_input
-from .celltype import TaskResult, _info, knn_scores, labels, split_indices
+from .celltype import TaskResult, _info, knn_predict, labels, split_indices
 from .config import CellTypeConfig, FineTuneConfig
 
 if TYPE_CHECKING:
@@ -106,14 +106,17 @@ def train_classifier(
     return {"initial_val_loss": initial, "best_val_loss": best, "best_epoch": float(best_epoch), "epochs_run": float(epoch + 1)}
 
 
-def _evaluate(network, x, y_names, classes, train, test, k, device) -> dict[str, float]:
+def _evaluate(network, x, y_names, classes, train, test, k, device) -> tuple[dict[str, float], np.ndarray]:
+    """Scores of the trained network: kNN on its embedding (the headline, whose test predictions are
+    returned too) and its head's own predictions (``head_*``)."""
     with torch.no_grad():
         network.eval().to(device)
         parts = [network(_dense(x, np.arange(s, min(s + 4096, x.shape[0])), device)) for s in range(0, x.shape[0], 4096)]
     embedding = torch.cat([p[0] for p in parts]).cpu().numpy()
     predicted = classes[torch.cat([p[1] for p in parts]).argmax(1).cpu().numpy()]
     head = metrics.classification(y_names[test], predicted[test])
-    return {**knn_scores(embedding, y_names, train, test, k), **{f"head_{m}": v for m, v in head.items()}}
+    knn = knn_predict(embedding, y_names, train, test, k)
+    return {**metrics.classification(y_names[test], knn), **{f"head_{m}": v for m, v in head.items()}}, knn
 
 
 def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of, on_epoch) -> TaskResult:
@@ -124,8 +127,8 @@ def _run(adata, vocabulary, network, config, ft, seed, device, trainable_of, on_
     target = resolve_device(device)
     history = train_classifier(network, x, y, train, val, ft, seed=seed, device=target, trainable=trainable_of(network),
                                on_epoch=on_epoch)
-    scores = _evaluate(network, x, y_names, classes, train, test, config.k, target)
-    return TaskResult(scores, {**_info(adata, y_names, train, test, coverage), **history})
+    scores, predicted = _evaluate(network, x, y_names, classes, train, test, config.k, target)
+    return TaskResult(scores, {**_info(adata, y_names, train, test, coverage), **history}, test=test, predicted=predicted)
 
 
 def fine_tune(
