@@ -47,19 +47,32 @@ def expression(adata: AnnData, *, target_sum: float | Literal["median"] = "media
     Counts, or normalised / log-normalised values declared in ``uns['ssl_st']`` (``ssl-st cluster
     --values``, ``values:`` of a grid dataset), become the same log1p values through
     :func:`ssl_st.pp.log_expression`; "median" is the median library size of counts, a fixed target
-    for normalised values (so that their scale does not matter).
+    for normalised values (so that their scale does not matter). Genes are chosen by
+    :func:`highly_variable_genes` when there are more than ``n_top_genes``.
     """
-    from ssl_st.pp import log_expression
+    from ssl_st.pp import expression_matrix, log_normalized
 
-    logged = log_expression(adata, target_sum)
+    matrix, values = expression_matrix(adata)
+    logged = log_normalized(matrix, values, target_sum)
     if logged.shape[1] > n_top_genes:
-        # Variance of the logged values ranks genes much as seurat_v3 does on panels and is cheap;
-        # it only matters for whole-transcriptome inputs (Slide-seq), where HVGs cut the cost.
-        mean = np.asarray(logged.mean(axis=0)).ravel()
-        var = np.asarray(logged.multiply(logged).mean(axis=0)).ravel() - mean**2
-        keep = np.sort(np.argsort(-var, kind="stable")[:n_top_genes])
-        logged = logged[:, keep]
+        logged = logged[:, highly_variable_genes(matrix if values.is_counts else None, logged, n_top_genes)]
     return logged.toarray()
+
+
+def highly_variable_genes(counts, logged, n_top_genes: int) -> np.ndarray:
+    """Sorted column indices of the ``n_top_genes`` most variable genes, as scanpy ranks them: by
+    ``seurat_v3`` on ``counts`` (the variance of standardised counts after a loess fit of variance on
+    mean: what STAGATE's and GraphST's tutorials run), else, for data declared normalised, by
+    ``seurat``'s normalised dispersion of the ``logged`` values (seurat_v3 needs counts)."""
+    import anndata as ad
+    import scanpy as sc
+
+    if counts is not None:
+        table = sc.pp.highly_variable_genes(ad.AnnData(counts), flavor="seurat_v3", n_top_genes=n_top_genes,
+                                            inplace=False)
+    else:
+        table = sc.pp.highly_variable_genes(ad.AnnData(logged), flavor="seurat", n_top_genes=n_top_genes, inplace=False)
+    return np.flatnonzero(table["highly_variable"].to_numpy())
 
 
 def obsm_features(adata: AnnData, key: str) -> np.ndarray:
