@@ -164,7 +164,11 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
         if not maps:
             continue
         seed = min(row.seed for row, _ in maps)
-        maps = [(row, m) for row, m in maps if row.seed == seed]
+        # the genes first, then each model's embedding; methods in the order the config lists them
+        inputs = {m: i for i, m in enumerate(sorted(dict.fromkeys(group["model"]), key=lambda m: m != NO_MODEL))}
+        methods = {m: i for i, m in enumerate(dict.fromkeys(group["mode"]))}
+        maps = sorted(((row, m) for row, m in maps if row.seed == seed),
+                      key=lambda pair: (inputs[pair[0].model], methods[pair[0].mode]))
         truth = next((m["truth"] for _, m in maps if m["truth"].notna().all()), None)
         panels = []
         if truth is not None:
@@ -185,7 +189,7 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
         size = max(4.0, 60000 / max(len(p[1]) for p in panels))
         for i, (ax, (title, xy, values)) in enumerate(zip(axes, panels)):
             _draw_embedding(ax, xy, values, colours, basis="spatial", title=title, legend=i == 0, size=size)
-        fig.suptitle(f"{task} · {dataset}: spatial domains (seed {seed})", fontsize=11)
+        fig.suptitle(f"{task} · {dataset}: spatial domains (seed {seed})", fontsize=11, y=1.02)
         caption = (f"Domains of {dataset} ({task}) on the section's coordinates, seed {seed}: the ground truth first, "
                    "then each method × input (expression, or a model's zero-shot embedding), with that cell's ARI, "
                    "CHAOS and PAS. Each method's domains are matched one to one to the true domains they overlap most "
@@ -261,7 +265,7 @@ def umap_figures(frame: pd.DataFrame, read: ReadDetails, *, umap_cells: int = de
         for i, (ax, (model, xy, values)) in enumerate(zip(axes, panels)):
             _draw_embedding(ax, xy, values, colours, basis="umap", title=f"{model} (zero-shot)",
                             legend=i == len(panels) - 1, size=max(3.0, 30000 / n))
-        fig.suptitle(f"{dataset}: frozen embeddings by cell type", fontsize=11)
+        fig.suptitle(f"{dataset}: frozen embeddings by cell type", fontsize=11, y=1.03)
         caption = (f"UMAP of each model's frozen embedding of {dataset} (the zero-shot input of kNN), on a seeded sample "
                    f"of up to {n:,} cells, coloured by cell type; scanpy, {UMAP_NEIGHBOURS} neighbours, seed 0. Types "
                    "that stay apart here are the ones kNN can tell apart.")
