@@ -89,3 +89,6 @@ def test_domains_and_coordinates_are_where_scanpy_and_squidpy_read_them(tmp_path
     assert result.obsm["spatial"].shape == (400, 2)
     ax = sc.pl.embedding(result, basis="spatial", color=key, show=False)
     assert len(ax.collections[0].get_offsets()) == 400
+    # sc.pl.spatial draws imaging data (no tissue image in uns['spatial']) given a spot size
+    axes = sc.pl.spatial(result, color=key, spot_size=10, show=False)
+    assert len(axes[0].collections[0].get_paths()) == 400  # one circle per cell
