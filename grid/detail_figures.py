@@ -201,8 +201,10 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
 
 # -- UMAPs of the frozen embeddings ---------------------------------------------------------------------
 
-def umap_coordinates(values: np.ndarray, cache: Path | None) -> np.ndarray:
-    """scanpy's UMAP of ``values`` (seeded), read from ``cache`` when this exact sample was drawn before."""
+def umap_coordinates(values: np.ndarray, cache: Path | None, note: Callable[[str], None] | None = None,
+                     what: str = "") -> np.ndarray:
+    """scanpy's UMAP of ``values`` (seeded), read from ``cache`` when this exact sample was drawn
+    before; ``note(message)`` hears of each one computed (seconds each)."""
     import numpy as np
 
     key = hashlib.sha256(f"{UMAP_VERSION}:{values.shape}:{UMAP_NEIGHBOURS}:{UMAP_EPOCHS}:".encode()
@@ -219,6 +221,8 @@ def umap_coordinates(values: np.ndarray, cache: Path | None) -> np.ndarray:
     import pandas as pd
     import scanpy as sc
 
+    if note is not None:
+        note(f"UMAP of {what} ({len(values):,} cells)")
     adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(values))]),
                        obsm={"X_embedding": np.asarray(values, dtype=np.float32)})
     sc.pp.neighbors(adata, use_rep="X_embedding", n_neighbors=min(UMAP_NEIGHBOURS, len(values) - 1), random_state=0)
@@ -240,7 +244,7 @@ def umap_cache() -> Path:
 
 
 def umap_figures(frame: pd.DataFrame, read: ReadDetails, *, umap_cells: int = details.UMAP_CELLS,
-                 cache: Path | None = None) -> list[Figure]:
+                 cache: Path | None = None, note: Callable[[str], None] | None = None) -> list[Figure]:
     """Per dataset: a UMAP of each model's frozen (zero-shot) embedding, coloured by cell type. The
     embedding does not depend on the seed, so one cell per dataset × model is drawn (its first seed)."""
     plt = _pyplot()
@@ -255,7 +259,8 @@ def umap_figures(frame: pd.DataFrame, read: ReadDetails, *, umap_cells: int = de
             if sample is None:
                 continue
             sample = sample.iloc[details.sample_rows(len(sample), umap_cells)].reset_index(drop=True)
-            panels.append((model, umap_coordinates(details.embedding_matrix(sample), cache), sample["label"]))
+            xy = umap_coordinates(details.embedding_matrix(sample), cache, note, f"{dataset} by {model}")
+            panels.append((model, xy, sample["label"]))
         if not panels:
             continue
         labels = sorted({str(v) for _, _, p in panels for v in p})

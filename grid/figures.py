@@ -348,7 +348,7 @@ def training_curve_figures(results: Path) -> list[Figure]:
 
 def all_figures(frame: pd.DataFrame, *, metrics: Iterable[str] = ("macro_f1",), results: Path | None = None,
                 read: Callable[[str, str], pd.DataFrame | None] | None = None, umap_cells: int | None = None,
-                umap_cache: Path | None = None) -> list[Figure]:
+                umap_cache: Path | None = None, note: Callable[[str], None] | None = None) -> list[Figure]:
     """Every figure the rows support, in page order: with ``read`` (a store's ``details``), also the
     pictures of what cells kept (:mod:`grid.detail_figures`); with ``results`` (a local results
     directory), the training curves."""
@@ -357,7 +357,8 @@ def all_figures(frame: pd.DataFrame, *, metrics: Iterable[str] = ("macro_f1",), 
     figures = cell_type_figures(frame, metrics)
     if read is not None:
         figures += pictures.confusion_figures(frame, read)
-        figures += pictures.umap_figures(frame, read, umap_cells=umap_cells or pictures.details.UMAP_CELLS, cache=umap_cache)
+        figures += pictures.umap_figures(frame, read, umap_cells=umap_cells or pictures.details.UMAP_CELLS, cache=umap_cache,
+                                         note=note)
     figures += domain_figures(frame)
     if read is not None:
         figures += pictures.domain_map_figures(frame, read)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,6 +123,7 @@ def gather(
     read: ReadDetails | None = None,
     umap_cells: int | None = None,
     umap_cache: Path | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Report:
     """Everything one page shows, from store rows (``frame``), the config's cells, the figures and,
     with ``read`` (the store's ``details``), the pictures of what cells kept."""
@@ -130,7 +131,7 @@ def gather(
 
     name = config_name or "ssl-st results"
     figures = all_figures(frame, metrics=tuple(metrics), results=results_dir, read=read, umap_cells=umap_cells,
-                          umap_cache=umap_cache)
+                          umap_cache=umap_cache, note=note)
     notes = []
     pictures = {"confusion", "umap", "domain-maps"}
     if read is not None and not frame.empty and not any(f.name.split("__")[0] in pictures for f in figures):

@@ -86,7 +86,8 @@ def report(
     frame = store.table().to_pandas()
     page = gather(frame, results=str(root) if isinstance(root, Path) else display(results), config_name=name,
                   planned=planned, metrics=metrics, results_dir=root if isinstance(root, Path) else None,
-                  read=store.details, umap_cells=umap_cells, umap_cache=umap_cache())
+                  read=store.details, umap_cells=umap_cells, umap_cache=umap_cache(),
+                  note=lambda message: err.print(message, highlight=False))
     index = write(page, out_dir)
     err.print(f"{len(page.figures)} figure(s), {len(page.failures)} failed cell(s), {time.monotonic() - start:.1f} s",
               highlight=False)
