@@ -214,3 +214,17 @@ def test_an_imputed_panel_is_a_dataset_like_any_other(tmp_path, ray_address):
     assert (coverage > 1000).all()  # the panel now reaches thousands of vocabulary genes
     artifact = next((results / "artifacts" / "data").glob("xenium-spage-*.h5ad"))
     assert len(ad.read_h5ad(artifact).uns["ssl_st_imputation"]["holdout_pearson_r"]) == 8
+
+
+def test_run_then_writes_the_report_when_asked(tmp_path, tiny_run, monkeypatch):
+    """`ssl-st run --report DIR` ends with the page and says where it is (the README's first command);
+    a --report that would replace the results is refused before anything runs."""
+    monkeypatch.setenv("SSL_ST_CACHE", str(tmp_path / "cache"))
+    results = tiny_run.copy_results(tmp_path / "results")
+    done = run_cli_here("run", tiny_run.config, "--results", results, "--report", tmp_path / "report", check=True)
+    assert f"report: {tmp_path / 'report' / 'index.html'}" in " ".join(done.stdout.split())
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="fig-confusion__cell-type__merscope"' in page and 'id="fig-umap__xenium"' in page
+    assert "<td>cell-type</td><td class=\"num\">12</td>" in page  # the config's cells, all done
+    bad = run_cli_here("run", tiny_run.config, "--results", results, "--report", results)
+    assert bad.returncode == 2 and f"--report {results}: that folder holds the results" in " ".join(bad.stderr.split())

@@ -172,12 +172,18 @@ def run(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun cells recorded as failed.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rerun every cell and rebuild the datasets and models it uses.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray (default: all).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report", help="Then write the report here (as `ssl-st report`), failed cells or not.")] = None,
 ) -> None:
     """Run every cell not yet done (resume is the default), then print the results table."""
     from ..progress import make_progress
 
     cfg, grid_plan = _load(config)
-    results = _root(results)
+    results_text, results = results, _root(results)
+    if report_dir is not None:  # a bad --report stops the run before it starts, not after
+        from .report import check_out
+
+        check_out(report_dir, results, option="--report")
     _hold_results(results)  # before reading the store and starting Ray: one writer per results directory
     store = open_store(results)
     if swept := store.sweep():  # with the lock held, every temporary file is a killed writer's leftover
@@ -219,6 +225,12 @@ def run(
     failed_now = sum(s == FAILED for s in _status_of(grid_plan, store).values())
     if skipped_failed:
         err.print(f"{skipped_failed} failed cells were not retried (use --retry-failed); see `ssl-st status`")
+    if report_dir is not None:
+        from .report import write_report
+
+        index = write_report(store, results, report_dir, results_text=results_text, config_name=cfg.name,
+                             planned=grid_plan.cells)
+        out.print(f"report: {index} (open it in a browser)", soft_wrap=True, highlight=False)
     if failed_now:
         raise typer.Exit(1)
 
@@ -353,7 +365,7 @@ def query_cmd(
     results = _root(results)
     store = _read_store(results, must_exist=True)
     if out_file is not None:
-        _check_out(out_file, store)
+        check_out(out_file, store)
     statement = view_sql(view) if view is not None else sql
     try:
         if fmt == "parquet":
@@ -395,7 +407,7 @@ def query_cmd(
         out.print(table)
 
 
-def _check_out(path: Path, store: ResultStore | ObjectResultStore) -> None:
+def check_out(path: Path, store: ResultStore | ObjectResultStore) -> None:
     """``--out`` names a file that can be written and is not read as part of the results, or exit 2."""
     if path.is_dir():
         raise fail(f"{path}: a directory; --out must name the Parquet file to write")
