@@ -107,7 +107,7 @@ def confusion_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
                    "headline; for fine-tune and supervised, kNN on the trained encoder's embedding). The title gives "
                    "the mean macro-F1 of the same cells.")
         figures.append(_render(fig, "cell-type", _slug("confusion", task, dataset), f"{task} · {dataset} · confusion",
-                               caption))
+                               caption, svg=False))
     return figures
 
 
@@ -195,7 +195,7 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
                    "CHAOS and PAS. Each method's domains are matched one to one to the true domains they overlap most "
                    "and take their colours; unmatched domains are grey.")
         figures.append(_render(fig, "domains", _slug("domain-maps", task, dataset), f"{task} · {dataset} · domain maps",
-                               caption))
+                               caption, svg=False))
     return figures
 
 
@@ -274,5 +274,5 @@ def umap_figures(frame: pd.DataFrame, read: ReadDetails, *, umap_cells: int = de
         caption = (f"UMAP of each model's frozen embedding of {dataset} (the zero-shot input of kNN), on a seeded sample "
                    f"of up to {n:,} cells, coloured by cell type; scanpy, {UMAP_NEIGHBOURS} neighbours, seed 0. Types "
                    "that stay apart here are the ones kNN can tell apart.")
-        figures.append(_render(fig, "embeddings", _slug("umap", dataset), f"{dataset} · embeddings", caption))
+        figures.append(_render(fig, "embeddings", _slug("umap", dataset), f"{dataset} · embeddings", caption, svg=False))
     return figures

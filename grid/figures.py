@@ -45,7 +45,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
-    svg: str
+    svg: str | None  # None for pictures of thousands of points or cells, which are raster images anyway
 
 
 @dataclass(frozen=True)
@@ -164,17 +164,20 @@ def _pyplot():
     return plt
 
 
-def _render(fig, section: str, name: str, title: str, caption: str) -> Figure:
-    """PNG and SVG of ``fig`` (then closed: a report of many figures must not hold them all)."""
+def _render(fig, section: str, name: str, title: str, caption: str, *, svg: bool = True) -> Figure:
+    """PNG and (``svg``) SVG of ``fig``, then closed: a report of many figures must not hold them all.
+    Maps, UMAPs and confusion matrices skip the SVG: their points and cells are rasterised anyway, and
+    the second rendering was a third of the report's time."""
     plt = _pyplot()
-    png, svg = io.BytesIO(), io.StringIO()
+    png, vector = io.BytesIO(), io.StringIO()
     try:
         fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
-        # SVG metadata carries a date by default; without it the same store draws the same file
-        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+        if svg:  # SVG metadata carries a date by default; without it the same store draws the same file
+            fig.savefig(vector, format="svg", bbox_inches="tight", metadata={"Date": None})
     finally:
         plt.close(fig)
-    return Figure(section=section, name=name, title=title, caption=caption, png=png.getvalue(), svg=svg.getvalue())
+    return Figure(section=section, name=name, title=title, caption=caption, png=png.getvalue(),
+                  svg=vector.getvalue() if svg else None)
 
 
 def draw_dots(ax: Axes, columns: list[Group], *, ylabel: str) -> bool:

@@ -217,9 +217,9 @@ def _data_uri(png: bytes) -> str:
 
 
 def figure_html(figure: Figure) -> str:
+    files = f"<code>{FIGURES}/{_e(figure.name)}.png</code>" + (", <code>.svg</code>" if figure.svg is not None else "")
     return (f'<figure id="fig-{_e(figure.name)}"><img src="{_data_uri(figure.png)}" alt="{_e(figure.title)}">'
-            f'<figcaption>{_e(figure.caption)} (Files: <code>{FIGURES}/{_e(figure.name)}.png</code>, '
-            f"<code>.svg</code>.)</figcaption></figure>")
+            f"<figcaption>{_e(figure.caption)} (File: {files}.)</figcaption></figure>")
 
 
 SECTIONS = (
@@ -290,7 +290,8 @@ def write(report: Report, out: str | Path) -> Path:
         (staged / FIGURES).mkdir()
         for figure in report.figures:
             (staged / FIGURES / f"{figure.name}.png").write_bytes(figure.png)
-            (staged / FIGURES / f"{figure.name}.svg").write_text(figure.svg, encoding="utf-8")
+            if figure.svg is not None:
+                (staged / FIGURES / f"{figure.name}.svg").write_text(figure.svg, encoding="utf-8")
         (staged / INDEX).write_text(render(report), encoding="utf-8")
         replace_dir(staged, out)
     finally:

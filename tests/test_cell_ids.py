@@ -1,7 +1,8 @@
 """The demo config's cell ids and artifact keys, pinned: a refactor must not renew them by accident.
 
 A cell's id hashes its resolved content, so stored results are found again only while it stays the
-same. ``tests/golden/demo_ids.json`` holds the ids of ``experiments.yaml``: every artifact (dataset,
+same. ``tests/golden/demo_ids.json`` holds the ids of the larger demo, ``experiments/demo-full.yaml``
+(``experiments.yaml`` until the quick demo took its place): every artifact (dataset,
 pretrained model) as it was before the typed task kinds (ssl-st 0.1), the clustering cells as their
 kinds' version 2 defines them, and the cell-type cells as version 2 of their kind does (the study's
 literal split and an exact PCA baseline, issue 11). If a change is meant to alter what a kind's cells
@@ -22,7 +23,7 @@ GOLDEN = REPO / "tests" / "golden" / "demo_ids.json"
 
 def test_the_demo_keeps_its_cell_ids_and_artifact_keys():
     golden = json.loads(GOLDEN.read_text())
-    plan = expand(load_config(REPO / "experiments.yaml"))
+    plan = expand(load_config(REPO / "experiments" / "demo-full.yaml"))
     artifacts = {a.name: key for key, a in plan.artifacts.items()}
     assert artifacts == golden["artifacts"], "an artifact key changed: every model would be retrained"
     cells = {c.label(): c.cell_id for c in plan.cells}

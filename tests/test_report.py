@@ -160,12 +160,14 @@ def test_every_figure_is_embedded_and_written_as_png_and_svg(rendered):
     out, page, _ = rendered
     pngs = sorted((out / "figures").glob("*.png"))
     names = {p.stem for p in pngs}
-    assert names == {p.stem for p in (out / "figures").glob("*.svg")}
+    pictures = {n for n in names if n.split("__")[0] in ("confusion", "umap", "domain-maps")}
+    assert names - pictures == {p.stem for p in (out / "figures").glob("*.svg")}  # charts also as SVG
     embedded = set(re.findall(r'<img src="data:image/png;base64,([^"]+)"', page))
     for png in pngs:
         assert png.read_bytes().startswith(b"\x89PNG")
         assert base64.b64encode(png.read_bytes()).decode() in embedded, png.name
-        assert ET.parse(png.with_suffix(".svg")).getroot().tag.endswith("svg")
+        if png.stem not in pictures:
+            assert ET.parse(png.with_suffix(".svg")).getroot().tag.endswith("svg")
     assert len(embedded) == len(pngs)
     kinds = {n.split("__")[0] for n in names}
     assert kinds == {"cell-type", "confusion", "umap", "domains", "domain-maps", "tuning", "imputation", "training"}, names
