@@ -237,6 +237,18 @@ def umap_coordinates(values: np.ndarray, cache: Path | None, note: Callable[[str
     return coordinates
 
 
+def warm_up() -> None:
+    """Import scanpy and draw a UMAP of a few random points: numba compiles UMAP's code on first use
+    in a fresh environment (about 30 s on two cores), which ``ssl-st run --report`` does in a
+    background thread while the cells run rather than after them. Never raises."""
+    try:
+        import numpy as np
+
+        umap_coordinates(np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32), None)
+    except Exception:  # noqa: BLE001 - a warm-up that fails costs only the time it would have saved
+        pass
+
+
 def umap_cache() -> Path:
     from ssl_st.hub import cache_root
 

@@ -396,6 +396,54 @@ class _Watchdog:
             self._quiet = True
 
 
+class CellFeed:
+    """The cells of a run not yet handed to Ray, handed over as their inputs are built.
+
+    Ray dispatches the tasks it holds first come, first served. Handing it every cell at once queued
+    the build that gates most of the grid (a pretraining, submitted once its dataset was built) and a
+    search's trials behind every cell that was ready sooner: on two cores the demo's three models were
+    trained one after the other, late, and its tuning ran last. So cells go to Ray once their
+    artifacts are built, and only a few more than the cluster can run at once (Ray's pattern of
+    limiting pending tasks), in the plan's order; what Ray then holds is short, and a build or a
+    trial that arrives waits for a cell or two, not for the grid.
+    """
+
+    def __init__(self, cells: Sequence[Cell], artifact_refs: dict[str, object]) -> None:
+        self.waiting = list(cells)
+        self._refs = artifact_refs
+        self._unbuilt = {r for r in artifact_refs.values() if isinstance(r, ray.ObjectRef)}
+
+    def unbuilt(self) -> list:
+        """The builds still running, to wait on beside the cells (a finished build frees its cells)."""
+        return list(self._unbuilt)
+
+    def ready(self, room: int) -> list[Cell]:
+        """Up to ``room`` waiting cells whose artifacts are all built (or failed: the cell then fails
+        naming the artifact), in plan order; they leave the feed."""
+        if self._unbuilt:
+            built, _ = ray.wait(list(self._unbuilt), num_returns=len(self._unbuilt), timeout=0)
+            self._unbuilt.difference_update(built)
+        chosen: list[Cell] = []
+        for cell in self.waiting:
+            if len(chosen) >= room:
+                break
+            if not any(self._refs[k] in self._unbuilt for k in cell.artifact_keys):
+                chosen.append(cell)
+        taken = {id(c) for c in chosen}
+        self.waiting = [c for c in self.waiting if id(c) not in taken]
+        return chosen
+
+
+def in_flight_limit() -> int:
+    """How many cells Ray may hold at once: twice the cluster's CPUs (so that none idles while a
+    finished cell's result is recorded), at least 4; unbounded where the cluster cannot be read."""
+    try:
+        cpus = sum(node.get("CPU", 0.0) for node in _node_shapes())
+    except Exception:  # noqa: BLE001 - Ray Client without GCS access: hand over everything, as before
+        return 1 << 30
+    return max(4, int(2 * cpus))
+
+
 def execute(
     plan: Plan,
     cells: Sequence[Cell],
@@ -465,20 +513,24 @@ def execute(
             cell, str(root.resolve() / "work" / cell.cell_id), keys, *built
         )
 
-    pending: dict[object, Cell] = {}
-    for cell in cells:
-        if rebuild:  # --force: a tuning run must not resume from old trials
+    if rebuild:  # --force: a tuning run must not resume from old trials
+        for cell in cells:
             _clear_workdir(root, cell)
-        pending[submit(cell)] = cell
+    pending: dict[object, Cell] = {}
+    feed = CellFeed(cells, artifact_refs)
 
     done = failed = 0
     watchdog = _Watchdog(progress.note, watch_every_s)
     try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for cell in feed.ready(in_flight_limit() - len(pending)):
+            pending[submit(cell)] = cell
+        while pending or feed.waiting:
+            ready, _ = ray.wait(list(pending) + feed.unbuilt(), num_returns=1, timeout=1.0)
             if not ready:
                 watchdog.tick(len(pending), retrying=sum(attempts[c.cell_id] > 1 for c in pending.values()))
             for ref in ready:
+                if ref not in pending:  # an artifact was built: its cells may go now
+                    continue
                 watchdog.progressed()
                 cell = pending.pop(ref)
                 try:
@@ -504,6 +556,8 @@ def execute(
                 done += status == DONE
                 failed += status == FAILED
                 progress.advance(cell, status, duration)
+            for cell in feed.ready(in_flight_limit() - len(pending)):
+                pending[submit(cell)] = cell
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)

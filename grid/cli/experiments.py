@@ -181,9 +181,13 @@ def run(
     cfg, grid_plan = _load(config)
     results_text, results = results, _root(results)
     if report_dir is not None:  # a bad --report stops the run before it starts, not after
+        import threading
+
+        from ..detail_figures import warm_up
         from .report import check_out
 
         check_out(report_dir, results, option="--report")
+        threading.Thread(target=warm_up, name="report-warm-up", daemon=True).start()
     _hold_results(results)  # before reading the store and starting Ray: one writer per results directory
     store = open_store(results)
     if swept := store.sweep():  # with the lock held, every temporary file is a killed writer's leftover
