@@ -409,7 +409,9 @@ class CellFeed:
     """
 
     def __init__(self, cells: Sequence[Cell], artifact_refs: dict[str, object]) -> None:
-        self.waiting = list(cells)
+        # a search (a cell that starts tasks of its own) runs its trials one after another: first,
+        # or its trials would be the run's tail
+        self.waiting = sorted(cells, key=lambda c: not c.spec.nested_requests())
         self._refs = artifact_refs
         self._unbuilt = {r for r in artifact_refs.values() if isinstance(r, ray.ObjectRef)}
 
