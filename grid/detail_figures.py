@@ -164,7 +164,7 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
         if not maps:
             continue
         seed = min(row.seed for row, _ in maps)
-        # the genes first, then each model's embedding; methods in the order the config lists them
+        # the genes first, then each model's embedding; methods in the order the store lists them
         inputs = {m: i for i, m in enumerate(sorted(dict.fromkeys(group["model"]), key=lambda m: m != NO_MODEL))}
         methods = {m: i for i, m in enumerate(dict.fromkeys(group["mode"]))}
         maps = sorted(((row, m) for row, m in maps if row.seed == seed),
