@@ -16,7 +16,7 @@ from .conftest import run_cli, run_cli_here, tiny_config
 pytestmark = pytest.mark.ray
 
 
-def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_path, ray_address, tiny_run):
+def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_path, ray_address, tiny_run, monkeypatch):
     # the first run on a fresh results directory is the session's (conftest.tiny_run); this test
     # reruns and queries a copy of what it recorded
     config, first = tiny_run.config, tiny_run.first
@@ -36,10 +36,20 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     assert_details_match_rows(results, table)
 
     files_before = {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()}
-    second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, check=True)
+    # the rerun as the README's first command ends: `--report DIR` writes the page and says where it is
+    monkeypatch.setenv("SSL_ST_CACHE", str(tmp_path / "cache"))  # the report's UMAP cache; nothing is built
+    report = tmp_path / "report"
+    second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, "--report", str(report),
+                     check=True)
     assert "nothing to run" in second.stderr
     assert {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()} == files_before
     assert "mean ± sd over seeds" in second.stdout
+    assert f"report: {report / 'index.html'}" in " ".join(second.stdout.split())
+    page = (report / "index.html").read_text()
+    assert 'id="fig-confusion__cell-type__merscope"' in page and 'id="fig-umap__xenium"' in page
+    assert "<td>cell-type</td><td class=\"num\">12</td>" in page  # the config's cells, all done
+    bad = run_cli_here("run", str(config), "--results", str(results), "--report", str(results))
+    assert bad.returncode == 2 and f"--report {results}: that folder holds the results" in " ".join(bad.stderr.split())
 
     shown = run_cli("plan", str(config), "--results", str(results), check=True)
     assert "12 cells" in shown.stdout and "artifacts: 5/5 built" in shown.stdout
@@ -215,16 +225,3 @@ def test_an_imputed_panel_is_a_dataset_like_any_other(tmp_path, ray_address):
     artifact = next((results / "artifacts" / "data").glob("xenium-spage-*.h5ad"))
     assert len(ad.read_h5ad(artifact).uns["ssl_st_imputation"]["holdout_pearson_r"]) == 8
 
-
-def test_run_then_writes_the_report_when_asked(tmp_path, tiny_run, monkeypatch):
-    """`ssl-st run --report DIR` ends with the page and says where it is (the README's first command);
-    a --report that would replace the results is refused before anything runs."""
-    monkeypatch.setenv("SSL_ST_CACHE", str(tmp_path / "cache"))
-    results = tiny_run.copy_results(tmp_path / "results")
-    done = run_cli_here("run", tiny_run.config, "--results", results, "--report", tmp_path / "report", check=True)
-    assert f"report: {tmp_path / 'report' / 'index.html'}" in " ".join(done.stdout.split())
-    page = (tmp_path / "report" / "index.html").read_text()
-    assert 'id="fig-confusion__cell-type__merscope"' in page and 'id="fig-umap__xenium"' in page
-    assert "<td>cell-type</td><td class=\"num\">12</td>" in page  # the config's cells, all done
-    bad = run_cli_here("run", tiny_run.config, "--results", results, "--report", results)
-    assert bad.returncode == 2 and f"--report {results}: that folder holds the results" in " ".join(bad.stderr.split())

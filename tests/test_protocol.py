@@ -89,4 +89,5 @@ def test_the_pca_baseline_depends_on_the_split_seed_only():
     config = CellTypeConfig()
     first, again = (pca_baseline(adata, vocabulary, config, 42) for _ in range(2))
     assert first == again and first.info["n_train"] == 699
+    assert (first.test == again.test).all() and (first.predicted == again.predicted).all()
     assert pca_baseline(adata, vocabulary, config, 476).metrics != first.metrics

@@ -47,8 +47,9 @@ class TaskResult:
 
     metrics: dict[str, float]
     info: dict[str, float] = field(default_factory=dict)
-    test: np.ndarray | None = None
-    predicted: np.ndarray | None = None
+    # arrays: left out of ==, which compares the scores and facts (compare predictions with numpy)
+    test: np.ndarray | None = field(default=None, compare=False)
+    predicted: np.ndarray | None = field(default=None, compare=False)
 
 
 # The second call's ``test_size`` as the study wrote it, for the splits it used: 0.1765 is not
