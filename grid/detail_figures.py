@@ -41,9 +41,10 @@ def done_cells(frame: pd.DataFrame) -> pd.DataFrame:
     return cells.reset_index(drop=True)
 
 
-def cell_metric(frame: pd.DataFrame, cell_id: str, metric: str) -> float | None:
-    rows = frame[(frame["cell_id"] == cell_id) & (frame["metric"] == metric) & frame["value"].notna()]
-    return None if rows.empty else float(rows["value"].iloc[0])
+def cell_values(frame: pd.DataFrame, metrics: tuple[str, ...]) -> dict[tuple[str, str], float]:
+    """``(cell_id, metric) -> value`` of ``metrics``, read from the rows once for a whole figure."""
+    rows = frame[frame["metric"].isin(metrics) & frame["value"].notna()].drop_duplicates(["cell_id", "metric"])
+    return {(c, m): float(v) for c, m, v in zip(rows["cell_id"], rows["metric"], rows["value"])}
 
 
 def _grid(plt, n: int, *, ncols: int, size: float, extra_width: float = 0.0):
@@ -74,13 +75,14 @@ def confusion_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
     pooled over its seeds."""
     plt = _pyplot()
     cells = done_cells(frame)
+    values = cell_values(frame, ("macro_f1",))
     figures = []
     for (task, dataset), group in cells.groupby(["task", "dataset"], sort=False):
         panels = []
         for (model, mode), chosen in sorted(group.groupby(["model", "mode"]), key=lambda kv: (_mode_rank(kv[0][1]), kv[0][0])):
             kept = [p for p in (read(c, details.PREDICTIONS) for c in chosen["cell_id"]) if p is not None and len(p)]
             if kept:
-                f1 = [v for v in (cell_metric(frame, c, "macro_f1") for c in chosen["cell_id"]) if v is not None]
+                f1 = [values[c, "macro_f1"] for c in chosen["cell_id"] if (c, "macro_f1") in values]
                 panels.append((_model_mode(model, mode).replace("\n", " · "), confusion(kept), len(kept), f1))
         if not panels:
             continue
@@ -157,6 +159,7 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
     """Per task x dataset with domain maps: the truth and every method × input of the first seed."""
     plt = _pyplot()
     cells = done_cells(frame)
+    values = cell_values(frame, ("ari", "chaos", "pas"))
     figures = []
     for (task, dataset), group in cells.groupby(["task", "dataset"], sort=False):
         maps = [(row, read(row.cell_id, details.DOMAINS)) for row in group.sort_values("seed", kind="stable").itertuples()]
@@ -175,9 +178,8 @@ def domain_map_figures(frame: pd.DataFrame, read: ReadDetails) -> list[Figure]:
             panels.append(("truth", maps[0][1][["x", "y"]].to_numpy(), truth))
         for row, m in maps:
             shown = aligned(m["domain"], m["truth"]) if truth is not None and m["truth"].notna().all() else m["domain"]
-            scores = [(name, cell_metric(frame, row.cell_id, metric)) for name, metric in
-                      (("ARI", "ari"), ("CHAOS", "chaos"), ("PAS", "pas"))]
-            score = " · ".join(f"{name} {v:.3f}" for name, v in scores if v is not None)
+            score = " · ".join(f"{name} {values[row.cell_id, metric]:.3f}" for name, metric in
+                               (("ARI", "ari"), ("CHAOS", "chaos"), ("PAS", "pas")) if (row.cell_id, metric) in values)
             source = "expression" if row.model == NO_MODEL else row.model
             panels.append((f"{row.mode} · {source}\n{score}", m[["x", "y"]].to_numpy(), shown))
         names = sorted(set(truth)) if truth is not None else []

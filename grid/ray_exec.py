@@ -436,14 +436,10 @@ class CellFeed:
         return chosen
 
 
-def in_flight_limit() -> int:
-    """How many cells Ray may hold at once: twice the cluster's CPUs (so that none idles while a
-    finished cell's result is recorded), at least 4; unbounded where the cluster cannot be read."""
-    try:
-        cpus = sum(node.get("CPU", 0.0) for node in _node_shapes())
-    except Exception:  # noqa: BLE001 - Ray Client without GCS access: hand over everything, as before
-        return 1 << 30
-    return max(4, int(2 * cpus))
+def in_flight_limit(nodes: list[dict[str, float]]) -> int:
+    """How many cells Ray may hold at once on ``nodes``: twice their CPUs (so that none idles while a
+    finished cell's result is recorded), at least 4."""
+    return max(4, int(2 * sum(node.get("CPU", 0.0) for node in nodes)))
 
 
 def execute(
@@ -520,11 +516,12 @@ def execute(
             _clear_workdir(root, cell)
     pending: dict[object, Cell] = {}
     feed = CellFeed(cells, artifact_refs)
+    limit = in_flight_limit(nodes)
 
     done = failed = 0
     watchdog = _Watchdog(progress.note, watch_every_s)
     try:
-        for cell in feed.ready(in_flight_limit() - len(pending)):
+        for cell in feed.ready(limit - len(pending)):
             pending[submit(cell)] = cell
         while pending or feed.waiting:
             ready, _ = ray.wait(list(pending) + feed.unbuilt(), num_returns=1, timeout=1.0)
@@ -558,7 +555,7 @@ def execute(
                 done += status == DONE
                 failed += status == FAILED
                 progress.advance(cell, status, duration)
-            for cell in feed.ready(in_flight_limit() - len(pending)):
+            for cell in feed.ready(limit - len(pending)):
                 pending[submit(cell)] = cell
     except KeyboardInterrupt:
         for ref in pending:
