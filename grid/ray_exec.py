@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -89,6 +90,7 @@ def connect(
         if address:
             ray.init(address=address, runtime_env=shipped_code(), log_to_driver=log_to_driver, logging_level=logging.WARNING)
             return True
+        cache_bytecode()
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                  _system_config={"task_oom_retries": retries}, **quiet)
         from . import reaper
@@ -103,6 +105,25 @@ def connect(
                 "available (~/.ray/auth_token or RAY_AUTH_TOKEN)"
             )
         raise ConnectionError(f"could not connect to Ray at {address or 'a new local instance'}: {err}{hint}") from err
+
+
+BYTECODE_ENV = "PYTHONDONTWRITEBYTECODE"
+
+
+def cache_bytecode() -> None:
+    """Let this process and the Ray processes it starts keep the byte code Python compiles.
+
+    An embedded run starts a dozen Python processes that import torch, Ray, scipy and scanpy: about
+    5,700 modules. Where the byte code is not on disk (pip's ``--no-compile``, which the README's
+    install uses because compiling all 250 MB of the stack's sources takes a minute that no run
+    needs) and ``PYTHONDONTWRITEBYTECODE`` is set (as container images often do), every process
+    compiled every module again, on every run. Cleared here, the first process to import a module
+    writes its ``.pyc`` next to the source, where the others find it; a read-only environment is
+    left as it is (Python then skips the write). Only for the embedded instance: a cluster's
+    nodes keep the environment their operator gave them.
+    """
+    os.environ.pop(BYTECODE_ENV, None)
+    sys.dont_write_bytecode = False
 
 
 def shipped_code() -> dict:

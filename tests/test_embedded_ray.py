@@ -95,11 +95,13 @@ from grid import ray_exec
 ray_exec.connect(num_cpus=1)
 
 @ray.remote
-def busy(path):  # a busy worker, as in a run
+def busy(path, probe):  # a busy worker, as in a run, that imports a module first
+    sys.path.insert(0, probe)
+    import bytecode_probe
     open(path, "w").close()
     time.sleep(600)
 
-ref = busy.remote(sys.argv[1])
+ref = busy.remote(sys.argv[1], sys.argv[2])
 while not os.path.exists(sys.argv[1]):
     time.sleep(0.02)
 print("ready", flush=True)
@@ -110,8 +112,14 @@ time.sleep(600)
 def test_kill_9_of_the_driver_leaves_no_ray_process_behind(tmp_path):
     # Before: Ray's dashboard and runtime-env agents outlived a kill -9 of `ssl-st run` for a minute
     # or more (they report their raylet's death to the GCS that died with it, with a 60 s timeout).
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED, str(tmp_path / "busy")], stdout=subprocess.PIPE,
+    # Also: the embedded instance's workers keep the byte code they compile, even where the
+    # environment says not to (PYTHONDONTWRITEBYTECODE): before, a `pip install --no-compile`
+    # (the README's) left every worker of every run compiling torch's 1,000 modules again.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "bytecode_probe.py").write_text("VALUE = 1\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED, str(tmp_path / "busy"), str(probe)], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env=env)
     wanted = {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
     try:
@@ -125,6 +133,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(tmp_path):
                 break
             time.sleep(0.05)
         assert wanted <= names, names
+        assert list((probe / "__pycache__").glob("bytecode_probe.*.pyc")), "the worker did not keep its byte code"
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()

@@ -19,5 +19,11 @@ def test_the_first_command_installs_runs_the_demo_and_writes_the_report():
     command = _bench().first_command((REPO / "README.md").read_text(encoding="utf-8"))
     steps = [step.strip() for step in command.split("&&")]
     assert steps[0] == "python3 -m venv .venv"
-    assert steps[1].startswith(".venv/bin/pip install") and "torch==2.13.0" in steps[1] and steps[1].endswith(" -e .")
+    # a current pip first: the one venv bundles takes twice as long to resolve the same ~100 packages
+    assert steps[1] == ".venv/bin/pip install -q -U pip"
+    install = steps[2]
+    assert install.startswith(".venv/bin/pip install") and "torch==2.13.0" in install and install.endswith(" -e .")
+    # the byte code of what a run imports is written by the run (grid.ray_exec.cache_bytecode), not
+    # compiled for all 250 MB of sources at install
+    assert "--no-compile" in install
     assert steps[-1] == ".venv/bin/ssl-st run --report report"
