@@ -21,7 +21,13 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", "10000")
 
+from grid.ray_exec import cache_bytecode
 from ssl_st.threads import limit_threads
+
+# The suite starts a few hundred Python processes (Ray workers, CLI runs), each importing this
+# repository's modules, torch and Ray; where PYTHONDONTWRITEBYTECODE is set (CI's image), each one
+# compiled them all again. As for `ssl-st run`'s embedded Ray: the first process to compile writes.
+cache_bytecode()
 
 # Tiny networks gain nothing from intra-op threads, and the Ray workers of the shared instance run
 # beside this process on the same cores: one thread each (torch, and sklearn's BLAS/OpenMP pools,
@@ -91,9 +97,10 @@ def ray_address(ray_cluster):
     return ray.get_runtime_context().gcs_address
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``ssl-st`` in a fresh interpreter, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+def run_cli(*args: str, timeout: float = 300, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``ssl-st`` in a fresh interpreter, as a user would (``env``: variables to set for it)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "grid", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -169,3 +176,30 @@ def tiny_run(tmp_path_factory, ray_address) -> TinyRun:
     # a fresh interpreter: test_grid_run's rerun, the lock, fault-injection and object-store tests)
     first = run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, check=True)
     return TinyRun(config, results, first)
+
+
+@pytest.fixture(scope="session")
+def report_cache(tmp_path_factory) -> Path:
+    """``$SSL_ST_CACHE`` of the report tests (their UMAPs are cached there), not the user's."""
+    return tmp_path_factory.mktemp("report-cache")
+
+
+@pytest.fixture(scope="session")
+def report_results(tmp_path_factory) -> Path:
+    """tests/report_store.py's store: every kind of figure data, one failed cell, no Ray."""
+    from .report_store import build_store
+
+    return build_store(tmp_path_factory.mktemp("report") / "results")
+
+
+@pytest.fixture(scope="session")
+def paper_report(report_results, report_cache) -> tuple[Path, str, str]:
+    """``ssl-st report experiments/paper.yaml`` of ``report_results``, drawn once a session in a fresh
+    interpreter: (its folder, the HTML, the command's stdout)."""
+    from .report_store import PAPER
+
+    out = report_results.parent / "report"
+    done = run_cli("report", str(PAPER), "--results", str(report_results), "--out", str(out), check=True,
+                   env={"SSL_ST_CACHE": str(report_cache)})
+    return out, (out / "index.html").read_text(encoding="utf-8"), done.stdout
+
