@@ -39,8 +39,8 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     # the rerun as the README's first command ends: `--report DIR` writes the page and says where it is
     monkeypatch.setenv("SSL_ST_CACHE", str(tmp_path / "cache"))  # the report's UMAP cache; nothing is built
     report = tmp_path / "report"
-    second = run_cli("run", str(config), "--results", str(results), "--address", ray_address, "--report", str(report),
-                     check=True)
+    second = run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, "--report",
+                          str(report), check=True)
     assert "nothing to run" in second.stderr
     assert {p.name: p.stat().st_mtime_ns for p in ResultStore(results).files()} == files_before
     assert "mean ± sd over seeds" in second.stdout
@@ -51,17 +51,17 @@ def test_run_records_every_cell_rerun_recomputes_nothing_and_query_reads_it(tmp_
     bad = run_cli_here("run", str(config), "--results", str(results), "--report", str(results))
     assert bad.returncode == 2 and f"--report {results}: that folder holds the results" in " ".join(bad.stderr.split())
 
-    shown = run_cli("plan", str(config), "--results", str(results), check=True)
+    shown = run_cli_here("plan", str(config), "--results", str(results), check=True)
     assert "12 cells" in shown.stdout and "artifacts: 5/5 built" in shown.stdout
 
     # and `ssl-st query` reads the same store
     sql = "SELECT dataset, mode, count(*) AS n FROM results WHERE metric = 'macro_f1' GROUP BY ALL ORDER BY ALL"
-    csv = run_cli("query", sql, "--results", str(results), "--format", "csv", check=True)
+    csv = run_cli_here("query", sql, "--results", str(results), "--format", "csv", check=True)
     assert csv.stdout.splitlines()[0] == "dataset,mode,n"
     assert "merscope,pca,2" in csv.stdout
-    rows = json.loads(run_cli("query", sql, "--results", str(results), "--format", "json", check=True).stdout)
+    rows = json.loads(run_cli_here("query", sql, "--results", str(results), "--format", "json", check=True).stdout)
     assert {r["mode"] for r in rows} == {"pca", "zero-shot"}
-    bad = run_cli("query", "SELECT nope FROM results", "--results", str(results))
+    bad = run_cli_here("query", "SELECT nope FROM results", "--results", str(results))
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
