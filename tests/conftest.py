@@ -195,7 +195,8 @@ def report_results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paper_report(report_results, report_cache) -> tuple[Path, str, str]:
     """``ssl-st report experiments/paper.yaml`` of ``report_results``, drawn once a session in a fresh
-    interpreter: (its folder, the HTML, the command's stdout)."""
+    interpreter, as a user runs it (the suite's one report outside the test process: it would catch an
+    import that only the tests' own imports provide): (its folder, the HTML, the command's stdout)."""
     from .report_store import PAPER
 
     out = report_results.parent / "report"
