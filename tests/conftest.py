@@ -194,13 +194,15 @@ def report_results(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def paper_report(report_results, report_cache) -> tuple[Path, str, str]:
-    """``ssl-st report experiments/paper.yaml`` of ``report_results``, drawn once a session in a fresh
-    interpreter, as a user runs it (the suite's one report outside the test process: it would catch an
-    import that only the tests' own imports provide): (its folder, the HTML, the command's stdout)."""
+    """``ssl-st report experiments/paper.yaml`` of ``report_results``, drawn once a session in this
+    process, whose UMAP code numba has compiled already for the tiny run's report (the report in a
+    fresh interpreter: tests/test_report.py's store without figure data): (its folder, the HTML, the
+    command's stdout)."""
     from .report_store import PAPER
 
     out = report_results.parent / "report"
-    done = run_cli("report", str(PAPER), "--results", str(report_results), "--out", str(out), check=True,
-                   env={"SSL_ST_CACHE": str(report_cache)})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_ST_CACHE", str(report_cache))
+        done = run_cli_here("report", PAPER, "--results", report_results, "--out", out, check=True)
     return out, (out / "index.html").read_text(encoding="utf-8"), done.stdout
 

@@ -11,7 +11,7 @@ from grid.config import load_config
 from grid.plan import expand
 from grid.store import ResultStore
 
-from .conftest import run_cli, run_cli_here, tiny_config
+from .conftest import run_cli_here, tiny_config
 
 pytestmark = pytest.mark.ray
 
@@ -84,7 +84,7 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address, t
     good = [c for c in plan.cells if c.dataset == "xenium" and c.seed == 1]
     for cell in good:
         store.path(cell.cell_id).unlink()
-    run = run_cli("run", str(config), "--results", str(results), "--address", ray_address)
+    run = run_cli_here("run", str(config), "--results", str(results), "--address", ray_address)
     assert run.returncode == 1, run.stderr
     assert f"running {3 * 2 + len(good)} of {len(plan.cells)} cells" in run.stderr
     table = ResultStore(results).table().to_pandas()
@@ -96,11 +96,12 @@ def test_failed_cell_becomes_a_row_and_the_grid_goes_on(tmp_path, ray_address, t
     assert (table[table["dataset"] != "broken"]["status"] == "done").all()
     assert {c.cell_id for c in good} <= set(table[table["status"] == "done"]["cell_id"])  # computed in this run
 
-    status = run_cli("status", str(config), "--results", str(results))
+    status = run_cli_here("status", str(config), "--results", str(results))
     assert status.returncode == 1
     assert "failed: 6" in status.stdout and "map onto" in status.stdout
 
-    # the reruns in this process (their messages are checked, not their process)
+    # the reruns (in this process too: their messages are checked, not their process; `ssl-st run`
+    # in a process of its own, with its exit status: tests/test_run_faults.py, tests/test_run_lock.py)
     again = run_cli_here("run", config, "--results", results, "--address", ray_address)
     assert "nothing to run" in again.stderr and "--retry-failed" in again.stderr
     retried = run_cli_here("run", config, "--results", results, "--address", ray_address, "--retry-failed")
