@@ -97,10 +97,9 @@ def ray_address(ray_cluster):
     return ray.get_runtime_context().gcs_address
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = False,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``ssl-st`` in a fresh interpreter, as a user would (``env``: variables to set for it)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``ssl-st`` in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "grid", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -173,7 +172,7 @@ def tiny_run(tmp_path_factory, ray_address) -> TinyRun:
     config = tiny_config(root)
     results = root / "results"
     # in this process: its job's workers import the science once for the tests that follow (a run in
-    # a fresh interpreter: test_grid_run's rerun, the lock, fault-injection and object-store tests)
+    # a fresh interpreter: the lock, fault-injection and object-store tests)
     first = run_cli_here("run", str(config), "--results", str(results), "--address", ray_address, check=True)
     return TinyRun(config, results, first)
 

@@ -1,7 +1,8 @@
 """``ssl-st report``: a self-contained HTML page (status, failures, figures, summary) from a result store.
 
 No Ray: the store is tests/report_store.py's (conftest's ``report_results``), rendered once a session by
-``ssl-st report`` in a fresh interpreter (``paper_report``, which tests/test_report_browser.py opens too).
+``ssl-st report`` in this process (``paper_report``, which tests/test_report_browser.py opens too); the
+report of a store without figure data runs in a fresh interpreter.
 """
 
 from __future__ import annotations
