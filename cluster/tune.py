@@ -23,7 +23,8 @@ Each trial runs :func:`cluster.domains.find_domains` once on the whole section (
 trial, so an early-stopping scheduler such as ASHA has nothing to stop). Optuna's TPE proposes the
 settings; Ray places the trials with the resources given, so trials run side by side on a laptop
 and spread over a cluster. The experiment directory is the checkpoint: calling again with the same
-``storage`` resumes an interrupted run (finished trials are kept, unfinished ones rerun).
+``storage`` resumes an interrupted run: trials that Tune's last save of the experiment (every 10 s
+by default, ``TUNE_GLOBAL_CHECKPOINT_S``) marks finished are kept, the others run again.
 
 :class:`Parameter`, :class:`TuneSettings` and :data:`TuneObjective` import nothing heavy (a config
 reader needs them); Ray, Optuna, torch and the data are imported when a search runs.

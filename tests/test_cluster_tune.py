@@ -85,29 +85,44 @@ tune_domains(ad.read_h5ad({data!r}), DomainConfig(DOMAIN_METHODS["gmm"](), n_dom
 
 
 def _finished_trials(storage: Path) -> dict[str, float]:
+    """The trials the run's saved state marks finished, with their scores: what a resume keeps.
+
+    A trial's result.json can reach ``storage`` before the state that marks it finished does; a
+    resume trusts the state and reruns such a trial, so the state is what counts here.
+    """
+    states = sorted(storage.glob("experiment_state-*.json"))  # one per session; a resume reads the newest
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except json.JSONDecodeError:  # being copied into storage: nothing known yet
+        return {}
     done = {}
-    for result in storage.glob("*/result.json"):
-        lines = result.read_text().strip().splitlines()
-        if lines:
-            record = json.loads(lines[-1])
-            done[result.parent.name] = record["score"]
+    for trial_json, runtime_json in trials:
+        trial = json.loads(trial_json)
+        if trial["status"] == "TERMINATED":
+            done[trial["trial_id"]] = json.loads(runtime_json)["last_result"]["score"]
     return done
 
 
 def test_an_interrupted_tuning_run_resumes_without_redoing_trials(section_path, tmp_path, ray_address):
     storage = tmp_path / "run"
     script = _DRIVER.format(repo=str(REPO), address=ray_address, data=str(section_path), storage=str(storage))
-    driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+    # Tune saves the run's state on the driver and copies it into ``storage`` at most every 10 s by
+    # default; a trial here is quicker, so the first copy can already show both trials finished (CI saw
+    # this). A 1 s period shows the first alone for seconds; a kill is safe between two copies, as a
+    # kill during one can leave the searcher's state behind the trials' (seen with a period of 0).
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 180
     # killed once a trial has finished (of 2, one at a time): the resume must keep it and run the other
-    while len(_finished_trials(storage)) < 1 and time.monotonic() < deadline and driver.poll() is None:
+    while not _finished_trials(storage) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.02)
-    before = _finished_trials(storage)
+    time.sleep(0.3)  # the copy that showed it ends in milliseconds; the next starts ~1 s after it
     if driver.poll() is not None:
         pytest.fail(f"the tuning driver ended before it could be interrupted: {driver.stderr.read().decode()[-2000:]}")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    before = _finished_trials(storage)
     assert len(before) == 1, before
 
     outcome = tune_domains(
