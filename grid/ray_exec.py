@@ -457,6 +457,11 @@ class CellFeed:
         return chosen
 
 
+# How often a run rereads the cluster's nodes: an autoscaler adds and removes them while cells run,
+# and both the in-flight bound and a retry's memory follow what the cluster has now.
+NODES_REFRESH_S = 10.0
+
+
 def in_flight_limit(nodes: list[dict[str, float]]) -> int:
     """How many cells Ray may hold at once on ``nodes``: twice their CPUs (so that none idles while a
     finished cell's result is recorded), at least 4."""
@@ -515,7 +520,7 @@ def execute(
         else:
             artifact_refs[artifact.key] = str(artifact.path(root))
 
-    nodes = _node_shapes()
+    nodes, nodes_read = _node_shapes(), time.monotonic()
     attempts: dict[str, int] = {}
 
     def submit(cell: Cell) -> object:
@@ -537,13 +542,18 @@ def execute(
             _clear_workdir(root, cell)
     pending: dict[object, Cell] = {}
     feed = CellFeed(cells, artifact_refs)
-    limit = in_flight_limit(nodes)
+
+    def top_up() -> None:
+        nonlocal nodes, nodes_read
+        if time.monotonic() - nodes_read > NODES_REFRESH_S:
+            nodes, nodes_read = _node_shapes(), time.monotonic()
+        for cell in feed.ready(in_flight_limit(nodes) - len(pending)):
+            pending[submit(cell)] = cell
 
     done = failed = 0
     watchdog = _Watchdog(progress.note, watch_every_s)
     try:
-        for cell in feed.ready(limit - len(pending)):
-            pending[submit(cell)] = cell
+        top_up()
         while pending or feed.waiting:
             ready, _ = ray.wait(list(pending) + feed.unbuilt(), num_returns=1, timeout=1.0)
             if not ready:
@@ -576,8 +586,7 @@ def execute(
                 done += status == DONE
                 failed += status == FAILED
                 progress.advance(cell, status, duration)
-            for cell in feed.ready(limit - len(pending)):
-                pending[submit(cell)] = cell
+            top_up()
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)

@@ -204,4 +204,3 @@ def paper_report(report_results, report_cache) -> tuple[Path, str, str]:
         patch.setenv("SSL_ST_CACHE", str(report_cache))
         done = run_cli_here("report", PAPER, "--results", report_results, "--out", out, check=True)
     return out, (out / "index.html").read_text(encoding="utf-8"), done.stdout
-
